@@ -1,0 +1,1 @@
+"""OpenID Connect identity provider with multi-factor authentication for municipal administrations."""

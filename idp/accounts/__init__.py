@@ -1,0 +1,1 @@
+"""Accounts: passwords, users, sign-in sessions and the throttling of guessable secrets."""

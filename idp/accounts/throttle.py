@@ -1,0 +1,88 @@
+"""Throttling of failed attempts at guessable secrets, with growing delays stored in the database.
+
+    failures: 0 .. free-1        → no delay
+    failure  free, free+1, ...   → blocked for first_delay · 2^(failures-free), at most max_delay
+    success                      → the account counter is reset (NIST SP 800-63B-4, 3.2.2),
+                                   the address counter gives back the one attempt it reserved
+    no failure for forget_after  → the counter starts again from zero
+
+An attempt first *reserves* itself: it locks the counter row, refuses while ``blocked_until`` lies in the
+future, and otherwise counts itself as a failure before the secret is checked. A success then undoes
+that. Counting before checking means fifty parallel guesses cannot all slip through before the first
+failure is written. The delay is short (``max_delay``), so a stranger cannot lock an employee out for long
+(BSI ORP.4.A13; OWASP ASVS 6.3.1); a second counter per client address slows down one source that tries
+many accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import AttemptCounter
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str
+    free_attempts: int
+
+
+@dataclass(frozen=True)
+class Blocked:
+    retry_after: timedelta
+
+
+def _row_for_update(db: Session, key: str) -> AttemptCounter:
+    row = db.execute(select(AttemptCounter).where(AttemptCounter.key == key).with_for_update()).scalar_one_or_none()
+    if row is None:
+        row = AttemptCounter(key=key, failures=0)
+        db.add(row)
+        db.flush()
+    return row
+
+
+def delay_after(failures: int, free_attempts: int, first_delay: timedelta, max_delay: timedelta) -> timedelta:
+    if failures < free_attempts:
+        return timedelta(0)
+    exponent = min(failures - free_attempts, 30)
+    return min(first_delay * (2**exponent), max_delay)
+
+
+@dataclass(frozen=True)
+class Policy:
+    first_delay: timedelta
+    max_delay: timedelta
+    forget_after: timedelta
+
+
+def reserve_attempt(db: Session, limits: list[Limit], now: datetime, policy: Policy) -> Blocked | None:
+    """Count an attempt as failed in advance; return ``Blocked`` (counting nothing) while a delay runs."""
+    # A fixed lock order (by key) keeps two requests that lock the same rows from deadlocking.
+    rows = [(limit, _row_for_update(db, limit.key)) for limit in sorted(limits, key=lambda item: item.key)]
+    waits = [row.blocked_until - now for _, row in rows if row.blocked_until and row.blocked_until > now]
+    if waits:
+        return Blocked(retry_after=max(waits))
+    for limit, row in rows:
+        if row.last_failure_at is not None and now - row.last_failure_at > policy.forget_after:
+            row.failures = 0
+        row.failures += 1
+        row.last_failure_at = now
+        delay = delay_after(row.failures, limit.free_attempts, policy.first_delay, policy.max_delay)
+        row.blocked_until = now + delay if delay else None
+    db.flush()
+    return None
+
+
+def record_success(db: Session, limits: list[Limit], reset: set[str]) -> None:
+    """After a success: forget the failures of the keys in ``reset``, give back the reservation elsewhere."""
+    for limit in limits:
+        row = db.get(AttemptCounter, limit.key)
+        if row is None:
+            continue
+        row.failures = 0 if limit.key in reset else max(0, row.failures - 1)
+        if row.failures < limit.free_attempts:
+            row.blocked_until = None

@@ -1,0 +1,319 @@
+"""The ``idp`` command: serving, migrations, users, clients and keys, all scriptable.
+
+Each subcommand calls the same plain functions as the web pages; ``--json`` prints one JSON object (or
+list) for scripts. Errors are printed as one line on stderr with exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from idp import audit
+from idp.accounts.passwords import PasswordRejected
+from idp.accounts.users import UserError, create_user, grant_role
+from idp.config import ConfigError, load_settings, reference_markdown
+from idp.crypto import random_token
+from idp.db import unit_of_work
+from idp.models import Client, SigningKey, User
+from idp.oauth.clients import ClientError, NewClient, create_client
+from idp.oauth.keys import ensure_keys, rotate_keys
+from idp.services import Services, build_services
+from idp.web.templates import ThemeError
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message is shown to the operator."""
+
+
+def _services() -> Services:
+    return build_services(load_settings())
+
+
+def prepare(services: Services, out: Callable[[str], None] = print) -> None:
+    """Make the database ready to serve: migrations (embedded default only), signing keys, first admin."""
+    from idp import migrate
+
+    if services.settings.is_embedded_database:
+        migrate.upgrade(services.engine)
+    elif not migrate.is_current(services.engine):
+        raise CommandError("the database schema is not current: run `idp db upgrade` first")
+    now = services.now()
+    with unit_of_work(services.sessions) as db:
+        for key in ensure_keys(db, services.sealer, services.settings.keys.rsa_bits, now):
+            audit.record(db, "key.created", kid=key.kid, alg=key.alg)
+        if db.scalar(select(User.id).limit(1)) is None:
+            bootstrap = services.settings.bootstrap
+            password = bootstrap.admin_password or random_token(15)
+            user = create_user(db, bootstrap.admin_username, password_hash=services.passwords.hash(password),
+                               display_name="Administrator")
+            grant_role(db, user, "admin")
+            audit.record(db, "user.created", subject=user.username, bootstrap=True, roles=["admin"])
+            if bootstrap.admin_password is None:
+                out(f"Created the administrator account {user.username!r} with the password:\n\n"
+                    f"    {password}\n\nIt is shown only this once. Store it safely.")
+            else:
+                out(f"Created the administrator account {user.username!r} with the configured password.")
+    services.keys.refresh(force=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from idp.app import create_app
+
+    settings = load_settings(overrides={"server": {"host": args.host, "port": args.port}})
+    services = build_services(settings)
+    prepare(services)
+    host, port = settings.server.host, settings.server.port
+    print(f"Serving {settings.issuer} on http://{host}:{port}", flush=True)
+    uvicorn.run(create_app(services=services), host=host, port=port, log_level="info",
+                proxy_headers=bool(settings.server.trusted_proxies),
+                forwarded_allow_ips=",".join(settings.server.trusted_proxies) or None, server_header=False)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from idp import migrate
+
+    services = _services()
+    migrate.upgrade(services.engine)
+    print("database schema is current")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise CommandError("the passwords differ")
+        return first
+    return None
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    services = _services()
+    password = _read_password(args)
+    if password is not None:
+        try:
+            services.passwords.check_new(password)
+        except PasswordRejected as exc:
+            raise CommandError(str(exc)) from exc
+    with unit_of_work(services.sessions) as db:
+        try:
+            user = create_user(db, args.username, email=args.email, display_name=args.name, groups=args.group,
+                               password_hash=services.passwords.hash(password) if password else None)
+        except UserError as exc:
+            raise CommandError(str(exc)) from exc
+        audit.record(db, "user.created", subject=user.username, groups=args.group)
+        result = {"username": user.username, "sub": user.sub, "groups": args.group}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"created user {result['username']} (sub {result['sub']})"
+              + ("" if password else "; it has no password and cannot sign in with one"))
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        users = [
+            {"username": u.username, "sub": u.sub, "email": u.email, "name": u.display_name,
+             "groups": sorted(g.name for g in u.groups), "active": u.is_active, "source": u.source}
+            for u in db.scalars(select(User).order_by(User.username))
+        ]
+    if args.json:
+        print(json.dumps(users))
+    else:
+        for u in users:
+            state = "" if u["active"] else " (disabled)"
+            print(f"{u['username']:<24} {u['email'] or '-':<32} {','.join(u['groups']) or '-'}{state}")
+    return 0
+
+
+def cmd_clients_add(args: argparse.Namespace) -> int:
+    services = _services()
+    jwks = None
+    if args.jwks:
+        try:
+            with open(args.jwks, encoding="utf-8") as handle:
+                jwks = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read the JWK set {args.jwks}: {exc}") from exc
+    new = NewClient(
+        name=args.name,
+        redirect_uris=args.redirect_uri,
+        post_logout_redirect_uris=args.post_logout_redirect_uri,
+        backchannel_logout_uri=args.backchannel_logout_uri,
+        public=args.public,
+        grant_types=args.grant_type or (["authorization_code", "refresh_token"]),
+        token_endpoint_auth_method=args.auth_method,
+        trusted=args.trusted,
+        id_token_signed_response_alg=args.id_token_alg,
+        jwks=jwks,
+        jwks_uri=args.jwks_uri,
+        **({"scope": " ".join(args.scope)} if args.scope else {}),
+    )
+    with unit_of_work(services.sessions) as db:
+        try:
+            row, secret = create_client(db, services.hasher, new)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from exc
+        audit.record(db, "client.created", client_id=row.client_id, name=row.name,
+                     redirect_uris=row.redirect_uris, grant_types=row.grant_types,
+                     auth_method=row.token_endpoint_auth_method)
+        result: dict[str, Any] = {"client_id": row.client_id, "client_secret": secret, "name": row.name,
+                                  "token_endpoint_auth_method": row.token_endpoint_auth_method,
+                                  "redirect_uris": row.redirect_uris, "grant_types": row.grant_types}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"client_id:     {result['client_id']}")
+        if secret:
+            print(f"client_secret: {secret}\n\nThe secret is shown only this once; it is stored hashed.")
+    return 0
+
+
+def cmd_clients_list(args: argparse.Namespace) -> int:
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        clients = [
+            {"client_id": c.client_id, "name": c.name, "auth_method": c.token_endpoint_auth_method,
+             "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "trusted": c.trusted,
+             "active": c.disabled_at is None}
+            for c in db.scalars(select(Client).order_by(Client.name))
+        ]
+    if args.json:
+        print(json.dumps(clients))
+    else:
+        for c in clients:
+            print(f"{c['client_id']:<26} {c['name']:<30} {c['auth_method']:<20} {' '.join(c['redirect_uris'])}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        rows = rotate_keys(db, services.sealer, services.settings.keys.rsa_bits, services.now())
+        for row in rows:
+            audit.record(db, "key.rotated", kid=row.kid, alg=row.alg)
+        created = [(row.kid, row.alg) for row in rows]
+    for kid, alg in created:
+        print(f"new {alg} signing key {kid}")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        rows = [
+            {"kid": k.kid, "alg": k.alg, "created_at": k.created_at.isoformat(),
+             "retired_at": k.retired_at.isoformat() if k.retired_at else None}
+            for k in db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc()))
+        ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for k in rows:
+            state = "signing" if k["retired_at"] is None else f"retired {k['retired_at']}"
+            print(f"{k['kid']}  {k['alg']:<6} created {k['created_at']}  {state}")
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(reference_markdown())
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    from idp.web.templates import Pages
+
+    Pages(settings.theme, settings.issuer)
+    print(f"configuration is valid (issuer {settings.issuer}, database {settings.database_url.split('@')[-1]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idp", description="OpenID Connect identity provider for municipalities.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the identity provider over HTTP")
+    serve.add_argument("--host", help="address to listen on (default: [server] host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply all database migrations").set_defaults(func=cmd_db_upgrade)
+
+    users = sub.add_parser("users", help="user accounts").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="create a local user")
+    add.add_argument("username")
+    add.add_argument("--email")
+    add.add_argument("--name", help="display name")
+    add.add_argument("--group", action="append", default=[], help="group membership (repeatable)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument("--json", action="store_true", help="print the result as JSON")
+    add.set_defaults(func=cmd_users_add)
+    ls = users.add_parser("list", help="list users")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_users_list)
+
+    clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
+    cadd = clients.add_parser("add", help="register a client; prints client_id and, once, client_secret")
+    cadd.add_argument("--name", required=True)
+    cadd.add_argument("--redirect-uri", action="append", default=[], help="registered redirect URI (repeatable)")
+    cadd.add_argument("--post-logout-redirect-uri", action="append", default=[], help="(repeatable)")
+    cadd.add_argument("--backchannel-logout-uri")
+    cadd.add_argument("--public", action="store_true", help="public client (no secret, PKCE required)")
+    cadd.add_argument("--grant-type", action="append", choices=["authorization_code", "refresh_token",
+                                                                 "client_credentials"],
+                      help="allowed grant type (repeatable; default authorization_code and refresh_token)")
+    cadd.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post", "private_key_jwt",
+                                                "none"], help="token endpoint authentication method")
+    cadd.add_argument("--jwks", help="file with the client's public JWK set (private_key_jwt)")
+    cadd.add_argument("--jwks-uri", help="URL of the client's public JWK set (private_key_jwt)")
+    cadd.add_argument("--scope", action="append", help="allowed scope (repeatable; default all user scopes)")
+    cadd.add_argument("--trusted", action="store_true", help="skip the consent page (first-party tools)")
+    cadd.add_argument("--id-token-alg", choices=["ES256", "RS256"], default="ES256",
+                      help="ID token signing algorithm (default ES256)")
+    cadd.add_argument("--json", action="store_true", help="print one JSON object with client_id and client_secret")
+    cadd.set_defaults(func=cmd_clients_add)
+    cls = clients.add_parser("list", help="list clients")
+    cls.add_argument("--json", action="store_true")
+    cls.set_defaults(func=cmd_clients_list)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser("rotate", help="publish new signing keys and sign with them").set_defaults(func=cmd_keys_rotate)
+    kls = keys.add_parser("list", help="list signing keys")
+    kls.add_argument("--json", action="store_true")
+    kls.set_defaults(func=cmd_keys_list)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
+    config.add_parser("reference", help="print the configuration reference (Markdown)").set_defaults(
+        func=cmd_config_reference)
+    config.add_parser("check", help="load and check the configuration").set_defaults(func=cmd_config_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CommandError, ConfigError, ThemeError) as exc:
+        print(f"idp: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""Settings: one typed object, read once from a TOML file and the environment.
+
+Every setting is declared here exactly once, with its default and its documentation; the configuration
+reference in ``docs/configuration.md`` is generated from these declarations (``idp config reference``), so
+the two cannot drift apart. A setting ``key`` of section ``[section]`` is also read from the environment
+variable ``IDP_SECTION_KEY`` (top-level settings: ``IDP_KEY``); the environment wins over the file.
+
+Unknown keys, unknown ``IDP_*`` variables and invalid values stop the start with a message naming them,
+because a typo in a security setting must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+# Variables that are not settings but steer how settings are read.
+_META_VARIABLES = {"IDP_CONFIG"}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names every offending key."""
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``"90s"``, ``"5m"``, ``"10h"``, ``"30d"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 5m, 10h or 30d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 90s, 5m, 10h or 30d")
+        unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        seconds = float(match.group(1)) * unit
+    else:
+        raise ValueError("expected a duration such as 90s, 5m, 10h or 30d")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def _format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise ValueError(f"{value!r} is not a whole number")
+
+
+def _parse_positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _parse_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{value!r} is not a string")
+
+
+def _parse_optional_str(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return _parse_str(value)
+
+
+def _parse_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError("expected a list of strings (in the environment: comma-separated)")
+
+
+def _choice(*allowed: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _parse_str(value)
+        if text not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def _parse_issuer(value: object) -> str:
+    issuer = _parse_str(value)
+    parts = urlsplit(issuer)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("the issuer must be an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ValueError("the issuer must not have a query or fragment (OpenID Connect Discovery 1.0, section 2)")
+    if issuer.endswith("/"):
+        raise ValueError("the issuer must not end with a slash, so that endpoint URLs join cleanly")
+    return issuer
+
+
+def setting(default: Any, doc: str, parse: Callable[[object], Any], *, example: str | None = None) -> Any:
+    """Declare one setting: its default, its documentation and how to read it from TOML or text."""
+    return field(default=default, metadata={"doc": doc, "parse": parse, "example": example})
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str | None = setting(
+        None,
+        "SQLAlchemy URL. Unset: the embedded SQLite database `idp.sqlite3` in `data_dir`, migrated on start. "
+        "For PostgreSQL use `postgresql+psycopg://user@host/db` and run `idp db upgrade` before starting.",
+        _parse_optional_str,
+        example="postgresql+psycopg://idp@127.0.0.1/idp",
+    )
+    pool_size: int = setting(10, "Connections kept open per server process (PostgreSQL only).", _parse_positive_int)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", "Address `idp serve` listens on.", _parse_str)
+    port: int = setting(8000, "Port `idp serve` listens on.", _parse_positive_int)
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "Addresses of reverse proxies whose `X-Forwarded-For/-Proto/-Host` headers are trusted. Empty: none are.",
+        _parse_list,
+        example='["127.0.0.1"]',
+    )
+    max_body_size: int = setting(
+        65536, "Largest request body accepted, in bytes; larger bodies are refused with 413.", _parse_positive_int
+    )
+
+
+@dataclass(frozen=True)
+class KeysSettings:
+    encryption_key: str | None = setting(
+        None,
+        "Key-encryption key that protects the private signing keys in the database: 32 random bytes, base64. "
+        "Unset outside production: generated once into `data_dir/key-encryption.key`. Required in production.",
+        _parse_optional_str,
+    )
+    encryption_key_file: str | None = setting(
+        None, "A file holding `encryption_key` (for systemd credentials or secret mounts).", _parse_optional_str
+    )
+    rsa_bits: int = setting(3072, "Size of generated RSA signing keys (at least 3072, BSI TR-02102-1).", _parse_int)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    absolute_lifetime: timedelta = setting(
+        timedelta(hours=10),
+        "Longest life of a sign-in session (SSO), however active: one working day (NIST SP 800-63B AAL2).",
+        parse_duration,
+    )
+    idle_timeout: timedelta = setting(
+        timedelta(hours=1),
+        "Inactivity after which the password is asked again (the session resumes while its absolute lifetime lasts).",
+        parse_duration,
+    )
+    login_timeout: timedelta = setting(
+        timedelta(minutes=30), "How long a started sign-in (an open authorization request) stays valid.", parse_duration
+    )
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    code_lifetime: timedelta = setting(
+        timedelta(seconds=60), "Lifetime of an authorization code (at most 60 s).", parse_duration
+    )
+    access_token_lifetime: timedelta = setting(
+        timedelta(minutes=10), "Lifetime of access tokens (JWT, RFC 9068).", parse_duration
+    )
+    id_token_lifetime: timedelta = setting(timedelta(minutes=10), "Lifetime of ID tokens.", parse_duration)
+    refresh_token_lifetime: timedelta = setting(
+        timedelta(hours=10),
+        "Lifetime of refresh tokens without `offline_access`; they also end with the sign-in session.",
+        parse_duration,
+    )
+    offline_token_lifetime: timedelta = setting(
+        timedelta(days=30), "Lifetime of refresh tokens granted with the `offline_access` scope.", parse_duration
+    )
+    pkce: str = setting(
+        "public",
+        "`public`: PKCE (S256) is required for public clients and honoured for all; `all`: required for every client.",
+        _choice("public", "all"),
+    )
+
+
+@dataclass(frozen=True)
+class PasswordSettings:
+    argon2_time_cost: int = setting(2, "argon2id iterations (OWASP: 2 with 19 MiB).", _parse_positive_int)
+    argon2_memory_cost: int = setting(19456, "argon2id memory in KiB.", _parse_positive_int)
+    argon2_parallelism: int = setting(1, "argon2id lanes.", _parse_positive_int)
+    min_length: int = setting(8, "Shortest password accepted when one is set (NIST SP 800-63B).", _parse_positive_int)
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    free_attempts_per_account: int = setting(
+        5, "Failed sign-ins per account before delays start.", _parse_positive_int
+    )
+    free_attempts_per_ip: int = setting(
+        100,
+        "Failed sign-ins per client address before delays start (high: a town hall signs in from few addresses).",
+        _parse_positive_int,
+    )
+    first_delay: timedelta = setting(
+        timedelta(seconds=2), "First delay; each further failure doubles it.", parse_duration
+    )
+    max_delay: timedelta = setting(
+        timedelta(minutes=5),
+        "Longest delay: short, so that a stranger cannot lock an employee out for long.",
+        parse_duration,
+    )
+    forget_after: timedelta = setting(
+        timedelta(hours=1), "Failures older than this (with none since) are forgotten.", parse_duration
+    )
+
+
+@dataclass(frozen=True)
+class LogoutSettings:
+    backchannel_timeout: timedelta = setting(
+        timedelta(seconds=5), "Timeout of one back-channel logout delivery.", parse_duration
+    )
+    backchannel_attempts: int = setting(
+        6, "Deliveries tried per logout token before giving up (growing pauses between).", _parse_positive_int
+    )
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    admin_username: str = setting("admin", "Username of the administrator created on an empty database.", _parse_str)
+    admin_password: str | None = setting(
+        None,
+        "Password of that administrator. Unset: a random one-time password is printed once at the first start.",
+        _parse_optional_str,
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str = setting(
+        "http://127.0.0.1:8000",
+        "The issuer identifier: the public base URL of this server, https in production. Unset: "
+        "`http://HOST:PORT` from `[server]`, so `idp serve --port 9000` works without more settings.",
+        _parse_issuer,
+    )
+    env: str = setting(
+        "development",
+        "`development` or `production`. Production refuses generated secrets and an http issuer.",
+        _choice("development", "production"),
+    )
+    data_dir: str = setting(
+        "data", "Folder for the embedded database and generated secrets (development).", _parse_str
+    )
+    secret_key: str | None = setting(
+        None,
+        "Key for CSRF tokens and the keyed hashes of codes, tokens, client secrets and session ids (32+ random "
+        "bytes, base64 or text). Unset outside production: generated into `data_dir/secret.key`. Changing it "
+        "invalidates every client secret, session and token.",
+        _parse_optional_str,
+    )
+    secret_key_file: str | None = setting(None, "A file holding `secret_key`.", _parse_optional_str)
+    theme: str = setting("default", "Theme folder under `themes/` used for every page.", _parse_str)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    keys: KeysSettings = field(default_factory=KeysSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    passwords: PasswordSettings = field(default_factory=PasswordSettings)
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    logout: LogoutSettings = field(default_factory=LogoutSettings)
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{Path(self.data_dir).resolve() / 'idp.sqlite3'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database.url is None
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+
+def _sections() -> dict[str, type]:
+    return {
+        f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("doc") is None
+    }
+
+
+def _section_fields(section: str) -> list[dataclasses.Field[Any]]:
+    cls = Settings if section == "" else _sections()[section]
+    return [f for f in dataclasses.fields(cls) if "doc" in f.metadata]
+
+
+def env_name(section: str, key: str) -> str:
+    return f"IDP_{section.upper()}_{key.upper()}" if section else f"IDP_{key.upper()}"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    path: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Read settings from the TOML file (``path`` or ``IDP_CONFIG``), the environment and command-line
+    ``overrides`` (``{"server": {"port": 9000}}``, ``""`` for top-level keys), later ones winning."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("IDP_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+    errors: list[str] = []
+    sections = _sections()
+    known_env = set(_META_VARIABLES)
+    values: dict[str, dict[str, Any]] = {"": {}} | {name: {} for name in sections}
+
+    for key, value in raw.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                errors.append(f"[{key}] must be a table")
+                continue
+            known = {f.name for f in _section_fields(key)}
+            for sub_key, sub_value in value.items():
+                if sub_key not in known:
+                    errors.append(f"unknown setting [{key}] {sub_key}")
+                else:
+                    values[key][sub_key] = sub_value
+        elif key in {f.name for f in _section_fields("")}:
+            values[""][key] = value
+        else:
+            errors.append(f"unknown setting {key}")
+
+    for section in values:
+        for f in _section_fields(section):
+            name = env_name(section, f.name)
+            known_env.add(name)
+            if name in environ:
+                values[section][f.name] = environ[name]
+
+    for name in environ:
+        if name.startswith("IDP_") and name not in known_env:
+            errors.append(f"unknown environment variable {name}")
+    for section, entries in (overrides or {}).items():
+        values[section].update({key: value for key, value in entries.items() if value is not None})
+    if "issuer" not in values[""]:
+        host = values["server"].get("host", ServerSettings.host)
+        port = values["server"].get("port", ServerSettings.port)
+        values[""]["issuer"] = f"http://{host}:{port}"
+
+    parsed: dict[str, dict[str, Any]] = {name: {} for name in values}
+    for section, entries in values.items():
+        for f in _section_fields(section):
+            if f.name not in entries:
+                continue
+            label = f"[{section}] {f.name}" if section else f.name
+            try:
+                parsed[section][f.name] = f.metadata["parse"](entries[f.name])
+            except ValueError as exc:
+                errors.append(f"invalid value for {label} ({env_name(section, f.name)}): {exc}")
+
+    if errors:
+        raise ConfigError("; ".join(errors))
+    settings = Settings(
+        **parsed[""], **{name: cls(**parsed[name]) for name, cls in sections.items()}  # type: ignore[arg-type]
+    )
+    _check_consistency(settings)
+    return settings
+
+
+def _check_consistency(settings: Settings) -> None:
+    errors = []
+    if settings.tokens.code_lifetime > timedelta(seconds=60):
+        errors.append("[tokens] code_lifetime must be at most 60s")
+    if settings.keys.rsa_bits < 3072:
+        errors.append("[keys] rsa_bits must be at least 3072")
+    if settings.session.idle_timeout > settings.session.absolute_lifetime:
+        errors.append("[session] idle_timeout must not exceed absolute_lifetime")
+    if settings.env == "production":
+        if not settings.is_https:
+            errors.append("issuer must be https in production")
+        if not (settings.secret_key or settings.secret_key_file):
+            errors.append("secret_key (IDP_SECRET_KEY) is required in production")
+        if not (settings.keys.encryption_key or settings.keys.encryption_key_file):
+            errors.append("[keys] encryption_key (IDP_KEYS_ENCRYPTION_KEY) is required in production")
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+def reference_markdown() -> str:
+    """The configuration reference table, generated from the declarations above."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `idp config reference` from `idp/config.py`; do not edit by hand.",
+        "",
+        "Settings come from a TOML file named by `IDP_CONFIG` and from the environment: `key` in section",
+        "`[section]` is also `IDP_SECTION_KEY` (top-level keys: `IDP_KEY`); the environment wins. Durations",
+        "are written `90s`, `5m`, `10h` or `30d`; lists in the environment are comma-separated. Unknown keys,",
+        "unknown `IDP_*` variables and invalid values stop the start with a message naming them.",
+        "",
+    ]
+    for section in ["", *_sections()]:
+        lines += [f"## {'[' + section + ']' if section else 'Top level'}", ""]
+        lines += ["| key | environment | default | meaning |", "|---|---|---|---|"]
+        for f in _section_fields(section):
+            default = f.default
+            if isinstance(default, timedelta):
+                shown = _format_duration(default)
+            elif default is None:
+                shown = "(unset)"
+            elif isinstance(default, tuple):
+                shown = "[" + ", ".join(default) + "]"
+            else:
+                shown = str(default).lower() if isinstance(default, bool) else str(default)
+            doc = f.metadata["doc"]
+            if f.metadata.get("example"):
+                doc += f" Example: `{f.metadata['example']}`."
+            lines.append(f"| `{f.name}` | `{env_name(section, f.name)}` | `{shown}` | {doc} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,482 @@
+"""The authorization endpoint and the pages of a sign-in: login, consent, logout.
+
+    /authorize ──(client and redirect URI valid?)── no ──► error page, never a redirect
+        │ yes
+        ├─ nothing to ask (SSO session, consent known) ──► code to the client
+        ├─ prompt=none but something to ask ──► login_required / consent_required to the client
+        └─ a sign-in transaction (parameters kept in the database, bound to this browser)
+              /login/{tx} ──► /authorize/resume/{tx} ──► /consent/{tx} (if needed) ──► code to the client
+
+The OAuth parameters are validated by authlib each time the request is resumed, so a transaction can
+never produce a code for a request that would not be valid now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from idp import audit
+from idp.accounts import sessions
+from idp.accounts.authenticate import Outcome, check_password
+from idp.crypto import random_token
+from idp.login.policy import Interaction, consent_needed, login_needed
+from idp.models import Client, Consent, LoginTransaction
+from idp.oauth.grants import Authentication
+from idp.oauth.logout import end_session
+from idp.oauth.requests import Request as OAuthRequest
+from idp.oauth.requests import RequestScope
+from idp.web import cookies, csrf
+from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_form
+
+ACR_SFA = "https://refeds.org/profile/sfa"
+SCOPE_TEXTS = {
+    "openid": "Confirm who you are",
+    "profile": "Your name and username",
+    "email": "Your email address",
+    "groups": "Your group memberships",
+    "offline_access": "Stay connected while you are away (offline access)",
+}
+
+
+def _oauth_request(ctx: AppContext, request: Request, params: list[tuple[str, str]]) -> OAuthRequest:
+    uri = f"{ctx.services.settings.issuer}/authorize?{urlencode(params)}"
+    return OAuthRequest("GET", uri, request.headers, query=params, form=[])
+
+
+def _error_redirect(ctx: AppContext, oreq: OAuthRequest, error: OAuth2Error) -> Response:
+    response = ctx.server.handle_error_response(oreq, error)
+    if response.location:
+        # authlib adds RFC 9207's iss only to responses built by create_authorization_response.
+        response.location = add_params_to_uri(response.location, {"iss": ctx.services.settings.issuer})
+    return response
+
+
+def _invalid_request_page(ctx: AppContext, error: OAuth2Error) -> Response:
+    return ctx.pages.error(400, "The application sent an invalid sign-in request",
+                           "Please return to the application and try again.",
+                           detail=f"{error.error}: {error.description or ''}".strip(": "))
+
+
+def _browser_id(ctx: AppContext, request: Request) -> tuple[str, bool]:
+    value = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.BROWSER))
+    if value and 20 <= len(value) <= 64:
+        return value, False
+    return random_token(24), True
+
+
+def _current_session(ctx: AppContext, scope: RequestScope, request: Request) -> sessions.CurrentSession | None:
+    value = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.SESSION))
+    return sessions.find_session(scope.db, ctx.services.hasher, ctx.services.settings.session, value, scope.now)
+
+
+def _params_of(oreq: OAuthRequest) -> dict[str, str]:
+    return dict(oreq.payload.data)
+
+
+def _prompts(data: dict[str, str]) -> set[str]:
+    return set((data.get("prompt") or "").split())
+
+
+def _granted_scopes(scope: RequestScope, user_id: int, client_id: int) -> set[str]:
+    row = scope.db.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
+    return set(row.scopes) if row else set()
+
+
+def _issue_code(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant: Any,
+                current: sessions.SsoSession) -> Response:
+    sessions.touch(current, scope.now)
+    scope.extras["authentication"] = Authentication(
+        session=current, auth_time=current.authenticated_at, acr=current.acr, amr=list(current.amr),
+        acr_values=oreq.payload.data.get("acr_values"),
+    )
+    response: Response = ctx.server.create_authorization_response(oreq, grant_user=current.user, grant=grant)
+    return response
+
+
+def _decide(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant: Any,
+            current: sessions.CurrentSession | None, signed_in_here: bool) -> Interaction | None:
+    data = _params_of(oreq)
+    max_age = int(data["max_age"]) if data.get("max_age") is not None else None
+    need = login_needed(current, prompts=_prompts(data), max_age=max_age, signed_in_during_request=signed_in_here,
+                        now=scope.now)
+    if need is not None or current is None:
+        return need
+    return consent_needed(
+        prompts=_prompts(data),
+        client_trusted=grant.client.row.trusted,
+        granted_scopes=_granted_scopes(scope, current.row.user_id, grant.client.row.id),
+        requested_scopes=set(scope_to_list(grant.request.scope) or []),
+    )
+
+
+def _start_transaction(ctx: AppContext, scope: RequestScope, params: list[tuple[str, str]], client_id: int,
+                       browser: str) -> LoginTransaction:
+    tx = LoginTransaction(
+        id=random_token(24), browser_hash=ctx.services.hasher.hash(browser), client_id=client_id,
+        params={"pairs": params}, created_at=scope.now,
+        expires_at=scope.now + ctx.services.settings.session.login_timeout,
+    )
+    scope.db.add(tx)
+    scope.db.flush()
+    return tx
+
+
+def _with_browser_cookie(ctx: AppContext, response: Response, browser: str, new: bool) -> Response:
+    if new:
+        cookies.set_cookie(response, ctx.services.settings, cookies.BROWSER, browser)
+    return response
+
+
+async def authorize(request: Request) -> Response:
+    """GET and POST /authorize (OpenID Connect Core 1.0, 3.1.2.1: both must be supported)."""
+    ctx = context_of(request)
+    try:
+        params = query_pairs(request)
+        if request.method == "POST":
+            params += await read_form(request)
+    except MalformedRequest as exc:
+        return ctx.pages.error(400, "The application sent an invalid sign-in request", str(exc))
+    browser, new_browser = _browser_id(ctx, request)
+
+    def work(scope: RequestScope) -> Response:
+        oreq = _oauth_request(ctx, request, params)
+        try:
+            grant = ctx.server.get_consent_grant(oreq, end_user=None)
+        except OAuth2Error as error:
+            return _error_redirect(ctx, oreq, error) if error.redirect_uri else _invalid_request_page(ctx, error)
+        current = _current_session(ctx, scope, request)
+        need = _decide(ctx, scope, oreq, grant, current, signed_in_here=False)
+        if need is None:
+            assert current is not None
+            return _issue_code(ctx, scope, oreq, grant, current.row)
+        if "none" in _prompts(_params_of(oreq)):
+            error_cls = LoginRequiredError if need.kind == "login" else ConsentRequiredError
+            error = error_cls(redirect_uri=grant.redirect_uri, state=oreq.payload.state)
+            return _error_redirect(ctx, oreq, error)
+        tx = _start_transaction(ctx, scope, params, grant.client.row.id, browser)
+        target = "login" if need.kind == "login" else "consent"
+        return RedirectResponse(f"/{target}/{tx.id}", status_code=303)
+
+    return _with_browser_cookie(ctx, await ctx.transaction(ctx.origin(request), work), browser, new_browser)
+
+
+def _load_transaction(ctx: AppContext, scope: RequestScope, request: Request, tx_id: str) -> LoginTransaction | None:
+    tx = scope.db.get(LoginTransaction, tx_id) if len(tx_id) <= 64 else None
+    browser = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.BROWSER))
+    if tx is None or tx.completed_at is not None or tx.expires_at <= scope.now or browser is None:
+        return None
+    if not ctx.services.hasher.matches(browser, tx.browser_hash):
+        return None
+    return tx
+
+
+def _expired_page(ctx: AppContext) -> Response:
+    return ctx.pages.error(400, "This sign-in has expired",
+                           "Please return to the application and start the sign-in again.")
+
+
+def _csrf_binding(tx: LoginTransaction) -> str:
+    return f"tx:{tx.id}:{tx.browser_hash}"
+
+
+def _client_name(scope: RequestScope, tx: LoginTransaction) -> str:
+    client = scope.db.get(Client, tx.client_id)
+    return client.name if client else ""
+
+
+def _login_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, *, error: str | None = None,
+                username: str = "", status: int = 200) -> Response:
+    pairs = dict(tx.params["pairs"])
+    return ctx.pages.render(
+        "login.html", status=status, action=f"/login/{tx.id}", client_name=_client_name(scope, tx),
+        csrf_token=csrf.make_token(ctx.services.csrf_key, "login", _csrf_binding(tx)),
+        username=username or pairs.get("login_hint", "")[:255], error=error,
+    )
+
+
+async def login_page(request: Request) -> Response:
+    ctx = context_of(request)
+    tx_id = request.path_params["tx"]
+
+    def work(scope: RequestScope) -> Response:
+        tx = _load_transaction(ctx, scope, request, tx_id)
+        return _expired_page(ctx) if tx is None else _login_page(ctx, scope, tx)
+
+    return await ctx.transaction(ctx.origin(request), work)
+
+
+async def login_submit(request: Request) -> Response:
+    ctx = context_of(request)
+    tx_id = request.path_params["tx"]
+    origin = ctx.origin(request)
+    try:
+        form = dict(await read_form(request))
+    except MalformedRequest as exc:
+        return ctx.pages.error(400, "The form could not be read", str(exc))
+    username = form.get("username", "")
+    password = form.get("password", "")
+
+    def work(scope: RequestScope) -> Response:
+        tx = _load_transaction(ctx, scope, request, tx_id)
+        if tx is None:
+            return _expired_page(ctx)
+        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "login", _csrf_binding(tx)):
+            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+        if len(username) > 255 or len(password) > 1024:
+            return _login_page(ctx, scope, tx, error="Username or password is incorrect.", status=400)
+        client_id = _client_pub_id(scope, tx)
+        result = check_password(scope.db, ctx.services.passwords, ctx.services.settings.throttle, username, password,
+                                now=scope.now, origin=origin, client_id=client_id)
+        if result.outcome is Outcome.THROTTLED:
+            assert result.retry_after is not None
+            seconds = max(1, int(result.retry_after.total_seconds()))
+            return _login_page(ctx, scope, tx, username=username, status=429,
+                               error=f"Too many failed attempts. Please wait {seconds} seconds and try again.")
+        if result.outcome is Outcome.INVALID:
+            return _login_page(ctx, scope, tx, username=username, error="Username or password is incorrect.")
+        assert result.user is not None
+        current = _current_session(ctx, scope, request)
+        amr, acr = ["pwd"], ACR_SFA
+        if current is not None and current.row.user_id == result.user.id:
+            cookie = sessions.reauthenticate(scope.db, ctx.services.hasher, current.row, amr=amr, acr=acr,
+                                             now=scope.now)
+            row = current.row
+        else:
+            if current is not None:
+                end_session(scope.db, ctx.services, current.row, reason="other_user_signed_in", now=scope.now,
+                            origin=origin)
+            cookie, row = sessions.create_session(scope.db, ctx.services.hasher, ctx.services.settings.session,
+                                                  result.user, amr=amr, acr=acr, now=scope.now, origin=origin)
+        tx.session_id = row.id
+        tx.authenticated_at = scope.now
+        audit.record(scope.db, "login", origin=origin, actor=result.user.sub, subject=result.user.username,
+                     client_id=client_id, sid=row.sid, amr=amr, at=scope.now)
+        response = RedirectResponse(f"/authorize/resume/{tx.id}", status_code=303)
+        cookies.set_cookie(response, ctx.services.settings, cookies.SESSION, cookie)
+        return response
+
+    response = await ctx.transaction(origin, work)
+    ctx.sender.wake()
+    return response
+
+
+def _client_pub_id(scope: RequestScope, tx: LoginTransaction) -> str | None:
+    client = scope.db.get(Client, tx.client_id)
+    return client.client_id if client else None
+
+
+def _resume_grant(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction
+                  ) -> tuple[OAuthRequest, Any] | Response:
+    oreq = _oauth_request(ctx, request, [tuple(pair) for pair in tx.params["pairs"]])  # type: ignore[misc]
+    try:
+        return oreq, ctx.server.get_consent_grant(oreq, end_user=None)
+    except OAuth2Error as error:
+        tx.completed_at = scope.now
+        return _error_redirect(ctx, oreq, error) if error.redirect_uri else _invalid_request_page(ctx, error)
+
+
+def _session_for(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction
+                 ) -> tuple[sessions.CurrentSession | None, bool]:
+    current = _current_session(ctx, scope, request)
+    signed_in_here = bool(current and tx.session_id == current.row.id and tx.authenticated_at is not None
+                          and tx.authenticated_at >= current.row.authenticated_at)
+    return current, signed_in_here
+
+
+async def resume(request: Request) -> Response:
+    ctx = context_of(request)
+    tx_id = request.path_params["tx"]
+
+    def work(scope: RequestScope) -> Response:
+        tx = _load_transaction(ctx, scope, request, tx_id)
+        if tx is None:
+            return _expired_page(ctx)
+        resumed = _resume_grant(ctx, scope, request, tx)
+        if isinstance(resumed, Response):
+            return resumed
+        oreq, grant = resumed
+        current, signed_in_here = _session_for(ctx, scope, request, tx)
+        need = _decide(ctx, scope, oreq, grant, current, signed_in_here)
+        if need is None:
+            assert current is not None
+            tx.completed_at = scope.now
+            return _issue_code(ctx, scope, oreq, grant, current.row)
+        target = "login" if need.kind == "login" else "consent"
+        return RedirectResponse(f"/{target}/{tx.id}", status_code=303)
+
+    return await ctx.transaction(ctx.origin(request), work)
+
+
+def _consent_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, grant: Any) -> Response:
+    requested = scope_to_list(grant.request.scope) or []
+    return ctx.pages.render(
+        "consent.html", action=f"/consent/{tx.id}", client_name=grant.client.row.name,
+        scopes=[SCOPE_TEXTS.get(s, s) for s in requested],
+        csrf_token=csrf.make_token(ctx.services.csrf_key, "consent", _csrf_binding(tx)),
+    )
+
+
+async def consent_page(request: Request) -> Response:
+    ctx = context_of(request)
+    tx_id = request.path_params["tx"]
+
+    def work(scope: RequestScope) -> Response:
+        tx = _load_transaction(ctx, scope, request, tx_id)
+        if tx is None:
+            return _expired_page(ctx)
+        resumed = _resume_grant(ctx, scope, request, tx)
+        if isinstance(resumed, Response):
+            return resumed
+        current, _ = _session_for(ctx, scope, request, tx)
+        if current is None or current.state is not sessions.SessionState.ACTIVE:
+            return RedirectResponse(f"/login/{tx.id}", status_code=303)
+        return _consent_page(ctx, scope, tx, resumed[1])
+
+    return await ctx.transaction(ctx.origin(request), work)
+
+
+async def consent_submit(request: Request) -> Response:
+    ctx = context_of(request)
+    tx_id = request.path_params["tx"]
+    origin = ctx.origin(request)
+    try:
+        form = dict(await read_form(request))
+    except MalformedRequest as exc:
+        return ctx.pages.error(400, "The form could not be read", str(exc))
+
+    def work(scope: RequestScope) -> Response:
+        tx = _load_transaction(ctx, scope, request, tx_id)
+        if tx is None:
+            return _expired_page(ctx)
+        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "consent", _csrf_binding(tx)):
+            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+        resumed = _resume_grant(ctx, scope, request, tx)
+        if isinstance(resumed, Response):
+            return resumed
+        oreq, grant = resumed
+        current, signed_in_here = _session_for(ctx, scope, request, tx)
+        if current is None or current.state is not sessions.SessionState.ACTIVE:
+            return RedirectResponse(f"/login/{tx.id}", status_code=303)
+        need_login = login_needed(current, prompts=_prompts(_params_of(oreq)),
+                                  max_age=_max_age(oreq), signed_in_during_request=signed_in_here, now=scope.now)
+        if need_login is not None:
+            return RedirectResponse(f"/login/{tx.id}", status_code=303)
+        decision = form.get("decision")
+        client = grant.client
+        user = current.row.user
+        tx.completed_at = scope.now
+        if decision != "allow":
+            audit.record(scope.db, "consent.denied", origin=origin, actor=user.sub, subject=user.username,
+                         client_id=client.client_id)
+            response: Response = ctx.server.create_authorization_response(oreq, grant_user=None, grant=grant)
+            return response
+        requested = list(scope_to_list(grant.request.scope) or [])
+        row = scope.db.scalar(select(Consent).where(Consent.user_id == user.id, Consent.client_id == client.row.id))
+        if row is None:
+            scope.db.add(Consent(user_id=user.id, client_id=client.row.id, scopes=requested, granted_at=scope.now))
+        else:
+            row.scopes = sorted(set(row.scopes) | set(requested))
+            row.granted_at = scope.now
+        audit.record(scope.db, "consent.granted", origin=origin, actor=user.sub, subject=user.username,
+                     client_id=client.client_id, scopes=requested)
+        return _issue_code(ctx, scope, oreq, grant, current.row)
+
+    return await ctx.transaction(origin, work)
+
+
+def _max_age(oreq: OAuthRequest) -> int | None:
+    value = oreq.payload.data.get("max_age")
+    return int(value) if value is not None else None
+
+
+LOGOUT_FIELDS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id", "logout_hint", "ui_locales")
+
+
+def _logout_binding(request: Request, ctx: AppContext) -> str:
+    value = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.SESSION), "")
+    return "session:" + ctx.services.hasher.hash(value)
+
+
+def _finish_logout(ctx: AppContext, redirect_uri: str | None) -> Response:
+    response: Response
+    if redirect_uri:
+        response = RedirectResponse(redirect_uri, status_code=303)
+    else:
+        response = ctx.pages.render("logged_out.html")
+    cookies.delete_cookie(response, ctx.services.settings, cookies.SESSION)
+    return response
+
+
+async def _logout(request: Request, *, confirmed: bool) -> Response:
+    ctx = context_of(request)
+    origin = ctx.origin(request)
+    try:
+        params = query_pairs(request) if not confirmed else []
+        form = await read_form(request, required=confirmed) if request.method == "POST" else []
+    except MalformedRequest as exc:
+        return ctx.pages.error(400, "The logout request could not be read", str(exc))
+    fields = dict(form)
+    if confirmed:
+        params = [(k, v) for k, v in form if k in LOGOUT_FIELDS]
+    else:
+        params += form
+
+    def work(scope: RequestScope) -> Response:
+        oreq = OAuthRequest(request.method, f"{ctx.services.settings.issuer}/logout", request.headers,
+                            query=params, form=[])
+        try:
+            validated = ctx.server.validate_endpoint_request("end_session", oreq)
+        except OAuth2Error as error:
+            return ctx.pages.error(400, "The logout request is invalid",
+                                   "You were not signed out. Please close the browser to end your session.",
+                                   detail=f"{error.error}: {error.description or ''}")
+        current = _current_session(ctx, scope, request)
+        if current is None:
+            return _finish_logout(ctx, validated.redirect_uri)
+        hint_matches = bool(validated.id_token_claims and validated.id_token_claims.get("sid") == current.row.sid)
+        if confirmed:
+            if not csrf.check_token(ctx.services.csrf_key, fields.get("csrf_token"), "logout",
+                                    _logout_binding(request, ctx)):
+                return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+        elif not hint_matches:
+            return ctx.pages.render(
+                "logout.html", action="/logout/confirm", fields=[(k, v) for k, v in params if k in LOGOUT_FIELDS],
+                client_name=validated.client.row.name if validated.client else None,
+                csrf_token=csrf.make_token(ctx.services.csrf_key, "logout", _logout_binding(request, ctx)),
+            )
+        end_session(scope.db, ctx.services, current.row, reason="logout", now=scope.now, origin=origin)
+        return _finish_logout(ctx, validated.redirect_uri)
+
+    response = await ctx.transaction(origin, work)
+    ctx.sender.wake()
+    return response
+
+
+async def logout(request: Request) -> Response:
+    return await _logout(request, confirmed=False)
+
+
+async def logout_confirm(request: Request) -> Response:
+    return await _logout(request, confirmed=True)
+
+
+routes = [
+    Route("/authorize", authorize, methods=["GET", "POST"]),
+    Route("/authorize/resume/{tx}", resume, methods=["GET"]),
+    Route("/login/{tx}", login_page, methods=["GET"]),
+    Route("/login/{tx}", login_submit, methods=["POST"]),
+    Route("/consent/{tx}", consent_page, methods=["GET"]),
+    Route("/consent/{tx}", consent_submit, methods=["POST"]),
+    Route("/logout", logout, methods=["GET", "POST"]),
+    Route("/logout/confirm", logout_confirm, methods=["POST"]),
+]

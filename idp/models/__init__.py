@@ -1,0 +1,29 @@
+"""SQLAlchemy models, one module per domain; importing this package registers every table."""
+
+from idp.models.accounts import Group, GroupMember, RoleGrant, User
+from idp.models.audit import AuditEvent
+from idp.models.clients import Client
+from idp.models.grants import AuthorizationCode, Consent, Token, UsedAssertion
+from idp.models.keys import SigningKey
+from idp.models.logout import BackchannelDelivery
+from idp.models.sessions import LoginTransaction, SessionClient, SsoSession
+from idp.models.throttle import AttemptCounter
+
+__all__ = [
+    "AttemptCounter",
+    "AuditEvent",
+    "AuthorizationCode",
+    "BackchannelDelivery",
+    "Client",
+    "Consent",
+    "Group",
+    "GroupMember",
+    "LoginTransaction",
+    "RoleGrant",
+    "SessionClient",
+    "SigningKey",
+    "SsoSession",
+    "Token",
+    "UsedAssertion",
+    "User",
+]

@@ -1,0 +1,242 @@
+"""Clients as authlib sees them, and the registration rules every way of creating a client shares.
+
+``OAuthClient`` wraps a ``Client`` row with the methods of authlib's ``ClientMixin``; the models stay free
+of authlib. Redirect URIs are compared byte for byte (RFC 9700, 2.1), except that a public native client
+registered with a loopback ``http`` URI may use any port (RFC 8252, 7.3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.util import scope_to_list
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.crypto import KeyedHasher, random_token
+from idp.models import Client
+
+SUPPORTED_SCOPES = ("openid", "profile", "email", "groups", "offline_access")
+SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SUPPORTED_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+SUPPORTED_ID_TOKEN_ALGS = ("ES256", "RS256")
+
+
+class ClientError(ValueError):
+    """Client metadata that cannot be registered; ``error`` is the RFC 7591 error code."""
+
+    def __init__(self, message: str, error: str = "invalid_client_metadata") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_redirect_uri(uri: str, *, public: bool) -> None:
+    """Registration rules: absolute, no fragment, no wildcard; https, loopback http, or (public) a custom scheme."""
+    if not uri or len(uri) > 2000 or any(ch.isspace() for ch in uri):
+        raise ClientError(f"redirect URI {uri!r} is empty, too long or contains white space", "invalid_redirect_uri")
+    parts = urlsplit(uri)
+    if not parts.scheme:
+        raise ClientError(f"redirect URI {uri!r} is not absolute", "invalid_redirect_uri")
+    if "#" in uri:
+        raise ClientError(f"redirect URI {uri!r} has a fragment", "invalid_redirect_uri")
+    if "*" in uri:
+        raise ClientError(f"redirect URI {uri!r} has a wildcard", "invalid_redirect_uri")
+    scheme = parts.scheme.lower()
+    if scheme in {"javascript", "data", "file", "vbscript"}:
+        raise ClientError(f"redirect URI {uri!r} uses a forbidden scheme", "invalid_redirect_uri")
+    if scheme == "https":
+        if not parts.hostname:
+            raise ClientError(f"redirect URI {uri!r} has no host", "invalid_redirect_uri")
+        return
+    if scheme == "http":
+        if _is_loopback_host(parts.hostname):
+            return
+        raise ClientError(f"redirect URI {uri!r} must use https (http only for 127.0.0.1 or [::1])",
+                          "invalid_redirect_uri")
+    if not public:
+        raise ClientError(f"redirect URI {uri!r}: custom schemes are only for public native clients",
+                          "invalid_redirect_uri")
+    if "." not in scheme:
+        # RFC 8252 7.1: private-use schemes are reverse domain names, e.g. de.musterstadt.app
+        raise ClientError(f"redirect URI {uri!r}: a custom scheme must be a reverse domain name",
+                          "invalid_redirect_uri")
+
+
+def redirect_uri_matches(registered: list[str], requested: str, *, public: bool) -> bool:
+    if requested in registered:
+        return True
+    if not public:
+        return False
+    # RFC 8252 7.3: loopback redirects of native apps may use any port; everything else must match exactly.
+    req = urlsplit(requested)
+    if req.scheme != "http" or not _is_loopback_host(req.hostname):
+        return False
+    for uri in registered:
+        reg = urlsplit(uri)
+        if reg.scheme == "http" and _is_loopback_host(reg.hostname) and reg.hostname == req.hostname:
+            if (reg.path, reg.query, reg.fragment) == (req.path, req.query, req.fragment):
+                return True
+    return False
+
+
+@dataclass
+class NewClient:
+    """What the registration of a client asks for; checked by ``create_client``."""
+
+    name: str
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    backchannel_logout_uri: str | None = None
+    public: bool = False
+    grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    token_endpoint_auth_method: str | None = None
+    trusted: bool = False
+    scope: str = " ".join(SUPPORTED_SCOPES)
+    id_token_signed_response_alg: str = "ES256"
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+
+
+def _check(new: NewClient) -> str:
+    if not new.name.strip() or len(new.name) > 255:
+        raise ClientError("a client needs a name of at most 255 characters")
+    method = new.token_endpoint_auth_method or ("none" if new.public else "client_secret_basic")
+    if method not in SUPPORTED_AUTH_METHODS:
+        raise ClientError(f"unsupported token_endpoint_auth_method {method!r}")
+    if new.public != (method == "none"):
+        raise ClientError("public clients authenticate with 'none', confidential clients never do")
+    if method == "private_key_jwt" and not (new.jwks or new.jwks_uri):
+        raise ClientError("private_key_jwt needs jwks or jwks_uri")
+    for grant in new.grant_types:
+        if grant not in SUPPORTED_GRANT_TYPES:
+            raise ClientError(f"unsupported grant type {grant!r}")
+    if new.public and "client_credentials" in new.grant_types:
+        raise ClientError("a public client cannot use client_credentials")
+    if "authorization_code" in new.grant_types and not new.redirect_uris:
+        raise ClientError("the authorization_code grant needs at least one redirect URI", "invalid_redirect_uri")
+    for uri in new.redirect_uris:
+        validate_redirect_uri(uri, public=new.public)
+    for uri in new.post_logout_redirect_uris:
+        validate_redirect_uri(uri, public=new.public)
+    if new.backchannel_logout_uri:
+        parts = urlsplit(new.backchannel_logout_uri)
+        if parts.scheme not in {"https", "http"} or not parts.hostname or parts.fragment:
+            raise ClientError("backchannel_logout_uri must be an absolute http(s) URL without fragment")
+        if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
+            raise ClientError("backchannel_logout_uri must use https (http only for loopback)")
+    unknown = set(scope_to_list(new.scope) or []) - set(SUPPORTED_SCOPES)
+    if unknown:
+        raise ClientError(f"unsupported scopes {sorted(unknown)}")
+    if new.id_token_signed_response_alg not in SUPPORTED_ID_TOKEN_ALGS:
+        raise ClientError(f"id_token_signed_response_alg must be one of {', '.join(SUPPORTED_ID_TOKEN_ALGS)}")
+    return method
+
+
+def new_client_secret() -> str:
+    return random_token(32)
+
+
+def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Client, str | None]:
+    """Register a client; returns the row and, for confidential clients, the secret (shown once)."""
+    method = _check(new)
+    secret = new_client_secret() if method in {"client_secret_basic", "client_secret_post"} else None
+    response_types = ["code"] if "authorization_code" in new.grant_types else []
+    row = Client(
+        client_id=random_token(18),
+        name=new.name.strip(),
+        secret_hash=hasher.hash(secret) if secret else None,
+        token_endpoint_auth_method=method,
+        redirect_uris=list(new.redirect_uris),
+        post_logout_redirect_uris=list(new.post_logout_redirect_uris),
+        backchannel_logout_uri=new.backchannel_logout_uri,
+        grant_types=list(dict.fromkeys(new.grant_types)),
+        response_types=response_types,
+        scope=" ".join(dict.fromkeys(scope_to_list(new.scope) or [])),
+        trusted=new.trusted,
+        id_token_signed_response_alg=new.id_token_signed_response_alg,
+        jwks=new.jwks,
+        jwks_uri=new.jwks_uri,
+    )
+    db.add(row)
+    db.flush()
+    return row, secret
+
+
+def find_client(db: Session, client_id: str) -> Client | None:
+    if not client_id or len(client_id) > 64:
+        return None
+    return db.scalar(select(Client).where(Client.client_id == client_id))
+
+
+class OAuthClient(ClientMixin):  # type: ignore[misc]
+    """authlib's view of a client row."""
+
+    def __init__(self, row: Client, hasher: KeyedHasher, now: datetime) -> None:
+        self.row = row
+        self._hasher = hasher
+        self._now = now
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @property
+    def id_token_signed_response_alg(self) -> str:
+        return self.row.id_token_signed_response_alg
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        return {
+            "client_name": self.row.name,
+            "redirect_uris": self.row.redirect_uris,
+            "grant_types": self.row.grant_types,
+            "response_types": self.row.response_types,
+            "token_endpoint_auth_method": self.row.token_endpoint_auth_method,
+            "scope": self.row.scope,
+            "id_token_signed_response_alg": self.row.id_token_signed_response_alg,
+        }
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        uris = self.row.redirect_uris
+        # OpenID Connect requires redirect_uri; plain OAuth may omit it only when exactly one is registered.
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.row.scope) or [])
+        return " ".join(s for s in dict.fromkeys(scope_to_list(scope) or []) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri_matches(self.row.redirect_uris, redirect_uri, public=self.row.is_public)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.row.secret_expires_at is not None and self.row.secret_expires_at <= self._now:
+            return False
+        return self._hasher.matches(client_secret, self.row.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.row.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in self.row.response_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.row.grant_types

@@ -1,0 +1,152 @@
+"""Signing keys: creation, rotation, the published JWKS and the keys that sign.
+
+Every token we sign (ID tokens, JWT access tokens, logout tokens) is signed by the newest key of the
+wanted algorithm; ES256 is the default and RS256 (3072-bit RSA or more) serves relying parties that ask
+for it. Private keys are stored sealed under the key-encryption key and parsed once per key version,
+never per token (parsing an RSA key costs about 40 ms). A rotated key stays in the JWKS until every
+token it signed has expired, so relying parties never meet a signature they cannot check.
+
+Several server processes share the keys through the database; each process re-reads the key list at
+most every ``REFRESH_SECONDS``, so a rotation reaches all of them within that time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.crypto import Sealer
+from idp.db import read_only, utcnow
+from idp.models import SigningKey
+
+SUPPORTED_ALGORITHMS = ("ES256", "RS256")
+REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    alg: str
+    private: ECKey | RSAKey
+    public_jwk: dict[str, Any]
+    created_at: datetime
+    retired_at: datetime | None
+
+
+def _generate(alg: str, rsa_bits: int) -> ECKey | RSAKey:
+    if alg == "ES256":
+        return ECKey.generate_key("P-256")
+    if alg == "RS256":
+        return RSAKey.generate_key(rsa_bits)
+    raise ValueError(f"unsupported signing algorithm {alg}")
+
+
+def create_key(db: Session, sealer: Sealer, alg: str, rsa_bits: int, now: datetime) -> SigningKey:
+    key = _generate(alg, rsa_bits)
+    kid = key.thumbprint()
+    public = {**key.as_dict(private=False), "kid": kid, "alg": alg, "use": "sig"}
+    row = SigningKey(
+        kid=kid,
+        alg=alg,
+        public_jwk=public,
+        private_key_encrypted=sealer.seal(key.as_pem(private=True), context=kid),
+        created_at=now,
+    )
+    db.add(row)
+    return row
+
+
+def ensure_keys(db: Session, sealer: Sealer, rsa_bits: int, now: datetime) -> list[SigningKey]:
+    """Create a signing key for each algorithm that has none yet (first start)."""
+    created = []
+    for alg in SUPPORTED_ALGORITHMS:
+        active = db.scalar(select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None)).limit(1))
+        if active is None:
+            created.append(create_key(db, sealer, alg, rsa_bits, now))
+    return created
+
+
+def rotate_keys(db: Session, sealer: Sealer, rsa_bits: int, now: datetime) -> list[SigningKey]:
+    """Publish and sign with new keys; the previous keys stay published until their tokens expire."""
+    for row in db.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None))):
+        row.retired_at = now
+    return [create_key(db, sealer, alg, rsa_bits, now) for alg in SUPPORTED_ALGORITHMS]
+
+
+class KeyStore:
+    """The process-wide view of the signing keys, refreshed from the database."""
+
+    def __init__(self, sessions: sessionmaker[Session], sealer: Sealer, retention: timedelta) -> None:
+        self._sessions = sessions
+        self._sealer = sealer
+        self._retention = retention
+        self._lock = threading.Lock()
+        self._parsed: dict[str, LoadedKey] = {}
+        self._loaded_at = -1e9
+        self._published: list[LoadedKey] = []
+        self._jwks_bytes = b'{"keys":[]}'
+
+    def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < REFRESH_SECONDS:
+            return
+        with self._lock:
+            if not force and time.monotonic() - self._loaded_at < REFRESH_SECONDS:
+                return
+            now = utcnow()
+            published = []
+            with read_only(self._sessions) as db:
+                for row in db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())):
+                    if row.retired_at is not None and row.retired_at + self._retention < now:
+                        continue
+                    loaded = self._parsed.get(row.kid)
+                    if loaded is None or loaded.retired_at != row.retired_at:
+                        loaded = self._load(row)
+                        self._parsed[row.kid] = loaded
+                    published.append(loaded)
+            self._published = published
+            self._jwks_bytes = json.dumps({"keys": [k.public_jwk for k in published]}, separators=(",", ":")).encode()
+            self._loaded_at = time.monotonic()
+
+    def _load(self, row: SigningKey) -> LoadedKey:
+        pem = self._sealer.open(row.private_key_encrypted, context=row.kid)
+        private: ECKey | RSAKey = ECKey.import_key(pem) if row.alg == "ES256" else RSAKey.import_key(pem)
+        return LoadedKey(row.kid, row.alg, private, dict(row.public_jwk), row.created_at, row.retired_at)
+
+    def signing_key(self, alg: str) -> LoadedKey:
+        """The newest key of ``alg`` that has not been retired."""
+        self.refresh()
+        for key in self._published:
+            if key.alg == alg and key.retired_at is None:
+                return key
+        self.refresh(force=True)
+        for key in self._published:
+            if key.alg == alg and key.retired_at is None:
+                return key
+        raise LookupError(f"no active {alg} signing key; run `idp keys rotate`")
+
+    def public_key_set(self) -> KeySet:
+        self.refresh()
+        return KeySet([ECKey.import_key(k.public_jwk) if k.alg == "ES256" else RSAKey.import_key(k.public_jwk)
+                       for k in self._published])
+
+    def verification_key(self, kid: str) -> LoadedKey | None:
+        """A published key by ``kid``; an unknown kid triggers one early refresh (a fresh rotation)."""
+        self.refresh()
+        for key in self._published:
+            if key.kid == kid:
+                return key
+        self.refresh(force=True)
+        return next((key for key in self._published if key.kid == kid), None)
+
+    def jwks_bytes(self) -> bytes:
+        """The JWKS document, serialised once per refresh (it is fetched far more often than it changes)."""
+        self.refresh()
+        return self._jwks_bytes
