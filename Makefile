@@ -22,9 +22,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/idp serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test lint
 	scripts/ensure-test-services.sh
 	$(BIN)/pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check idp enrollment directory_sync tests
+	$(BIN)/mypy idp enrollment directory_sync
 
 test-fast: $(VENV)/.installed-test
 	IDP_TEST_BACKENDS=sqlite $(BIN)/pytest -m "not e2e"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,12 +64,28 @@ def prepare(services: Services, out: Callable[[str], None] = print) -> None:
     services.keys.refresh(force=True)
 
 
+def configure_logging() -> None:
+    """Audit events as one JSON line each on stderr; other messages of ours with level and logger name."""
+    audit_handler = logging.StreamHandler(sys.stderr)
+    audit_handler.setFormatter(logging.Formatter("%(message)s"))
+    audit_logger = logging.getLogger("idp.audit")
+    audit_logger.handlers[:] = [audit_handler]
+    audit_logger.setLevel(logging.INFO)
+    audit_logger.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    app_logger = logging.getLogger("idp")
+    app_logger.handlers[:] = [handler]
+    app_logger.setLevel(logging.INFO)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from idp.app import create_app
 
     settings = load_settings(overrides={"server": {"host": args.host, "port": args.port}})
+    configure_logging()
     services = build_services(settings)
     prepare(services)
     host, port = settings.server.host, settings.server.port
@@ -126,7 +143,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 def cmd_users_list(args: argparse.Namespace) -> int:
     services = _services()
     with unit_of_work(services.sessions) as db:
-        users = [
+        users: list[dict[str, Any]] = [
             {"username": u.username, "sub": u.sub, "email": u.email, "name": u.display_name,
              "groups": sorted(g.name for g in u.groups), "active": u.is_active, "source": u.source}
             for u in db.scalars(select(User).order_by(User.username))
@@ -186,7 +203,7 @@ def cmd_clients_add(args: argparse.Namespace) -> int:
 def cmd_clients_list(args: argparse.Namespace) -> int:
     services = _services()
     with unit_of_work(services.sessions) as db:
-        clients = [
+        clients: list[dict[str, Any]] = [
             {"client_id": c.client_id, "name": c.name, "auth_method": c.token_endpoint_auth_method,
              "redirect_uris": c.redirect_uris, "grant_types": c.grant_types, "trusted": c.trusted,
              "active": c.disabled_at is None}

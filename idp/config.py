@@ -350,7 +350,7 @@ def load_settings(
     errors: list[str] = []
     sections = _sections()
     known_env = set(_META_VARIABLES)
-    values: dict[str, dict[str, Any]] = {"": {}} | {name: {} for name in sections}
+    values: dict[str, dict[str, Any]] = {name: {} for name in ["", *sections]}
 
     for key, value in raw.items():
         if key in sections:
@@ -399,7 +399,7 @@ def load_settings(
     if errors:
         raise ConfigError("; ".join(errors))
     settings = Settings(
-        **parsed[""], **{name: cls(**parsed[name]) for name, cls in sections.items()}  # type: ignore[arg-type]
+        **parsed[""], **{name: cls(**parsed[name]) for name, cls in sections.items()}
     )
     _check_consistency(settings)
     return settings

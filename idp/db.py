@@ -55,6 +55,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def rowcount(result: Any) -> int:
+    """Rows changed by an UPDATE/DELETE: how an atomic ``UPDATE ... WHERE`` tells who won."""
+    return int(result.rowcount)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -49,7 +49,8 @@ def delay_after(failures: int, free_attempts: int, first_delay: timedelta, max_d
     if failures < free_attempts:
         return timedelta(0)
     exponent = min(failures - free_attempts, 30)
-    return min(first_delay * (2**exponent), max_delay)
+    delay: timedelta = first_delay * (2**exponent)
+    return min(delay, max_delay)
 
 
 @dataclass(frozen=True)

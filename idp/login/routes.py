@@ -30,11 +30,12 @@ from idp.accounts import sessions
 from idp.accounts.authenticate import Outcome, check_password
 from idp.crypto import random_token
 from idp.login.policy import Interaction, consent_needed, login_needed
-from idp.models import Client, Consent, LoginTransaction
+from idp.models import Client, Consent, LoginTransaction, SsoSession
 from idp.oauth.grants import Authentication
 from idp.oauth.logout import end_session
 from idp.oauth.requests import Request as OAuthRequest
 from idp.oauth.requests import RequestScope
+from idp.oauth.server import OAuthResponse
 from idp.web import cookies, csrf
 from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_form
 
@@ -54,7 +55,7 @@ def _oauth_request(ctx: AppContext, request: Request, params: list[tuple[str, st
 
 
 def _error_redirect(ctx: AppContext, oreq: OAuthRequest, error: OAuth2Error) -> Response:
-    response = ctx.server.handle_error_response(oreq, error)
+    response: OAuthResponse = ctx.server.handle_error_response(oreq, error)
     if response.location:
         # authlib adds RFC 9207's iss only to responses built by create_authorization_response.
         response.location = add_params_to_uri(response.location, {"iss": ctx.services.settings.issuer})
@@ -93,7 +94,7 @@ def _granted_scopes(scope: RequestScope, user_id: int, client_id: int) -> set[st
 
 
 def _issue_code(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant: Any,
-                current: sessions.SsoSession) -> Response:
+                current: SsoSession) -> Response:
     sessions.touch(current, scope.now)
     scope.extras["authentication"] = Authentication(
         session=current, auth_time=current.authenticated_at, acr=current.acr, amr=list(current.amr),
@@ -161,8 +162,7 @@ async def authorize(request: Request) -> Response:
             return _issue_code(ctx, scope, oreq, grant, current.row)
         if "none" in _prompts(_params_of(oreq)):
             error_cls = LoginRequiredError if need.kind == "login" else ConsentRequiredError
-            error = error_cls(redirect_uri=grant.redirect_uri, state=oreq.payload.state)
-            return _error_redirect(ctx, oreq, error)
+            return _error_redirect(ctx, oreq, error_cls(redirect_uri=grant.redirect_uri, state=oreq.payload.state))
         tx = _start_transaction(ctx, scope, params, grant.client.row.id, browser)
         target = "login" if need.kind == "login" else "consent"
         return RedirectResponse(f"/{target}/{tx.id}", status_code=303)
@@ -277,7 +277,7 @@ def _client_pub_id(scope: RequestScope, tx: LoginTransaction) -> str | None:
 
 def _resume_grant(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction
                   ) -> tuple[OAuthRequest, Any] | Response:
-    oreq = _oauth_request(ctx, request, [tuple(pair) for pair in tx.params["pairs"]])  # type: ignore[misc]
+    oreq = _oauth_request(ctx, request, [(str(key), str(value)) for key, value in tx.params["pairs"]])
     try:
         return oreq, ctx.server.get_consent_grant(oreq, end_user=None)
     except OAuth2Error as error:

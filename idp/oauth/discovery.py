@@ -13,9 +13,9 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
 from idp.config import Settings
+from idp.oauth.client_auth import ASSERTION_ALGORITHMS
 from idp.oauth.clients import SUPPORTED_GRANT_TYPES, SUPPORTED_ID_TOKEN_ALGS, SUPPORTED_SCOPES
 from idp.oauth.grants import TOKEN_AUTH_METHODS
-from idp.oauth.client_auth import ASSERTION_ALGORITHMS
 
 ACR_SFA = "https://refeds.org/profile/sfa"
 CLAIMS_SUPPORTED = [

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 
 from idp import audit
 from idp.crypto import random_token
+from idp.db import rowcount
 from idp.models import AuthorizationCode, SsoSession, User
 from idp.oauth.clients import OAuthClient
 from idp.oauth.requests import current_scope
@@ -125,14 +126,15 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         services = scope.extras["services"]
         if not code or len(code) > 256:
             return None
-        row = scope.db.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == services.hasher.hash(code)))
+        code_hash = services.hasher.hash(code)
+        row = scope.db.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == code_hash))
         if row is None or row.client_id != client.row.id:
             return None
-        consumed = scope.db.execute(
+        consumed = rowcount(scope.db.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id, AuthorizationCode.consumed_at.is_(None))
             .values(consumed_at=scope.now)
-        ).rowcount
+        ))
         if consumed != 1:
             revoked = revoke_family(scope.db, row.family_id, "code_reuse", scope.now)
             audit.record(scope.db, "token.code_reuse", outcome="failure", origin=scope.origin, subject=row.user.sub,

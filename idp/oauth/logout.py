@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.accounts.sessions import mark_ended
 from idp.crypto import random_token
-from idp.db import unit_of_work
+from idp.db import rowcount, unit_of_work
 from idp.models import BackchannelDelivery, Client, SessionClient, SsoSession
 from idp.oauth.tokens import revoke_session_tokens
 
@@ -104,12 +104,12 @@ def lease_due(db: Session, now: datetime, limit: int = 20) -> list[BackchannelDe
     ).all()
     leased = []
     for row in candidates:
-        won = db.execute(
+        won = rowcount(db.execute(
             update(BackchannelDelivery)
             .where(BackchannelDelivery.id == row.id,
                    or_(BackchannelDelivery.leased_until.is_(None), BackchannelDelivery.leased_until < now))
             .values(leased_until=now + LEASE)
-        ).rowcount
+        ))
         if won == 1:
             leased.append(row)
     return leased
@@ -172,7 +172,6 @@ class BackchannelSender:
                 self._wake.clear()
 
     async def deliver_due(self, http: httpx.AsyncClient) -> int:
-        services = self._services
         due = await asyncio.to_thread(self._lease)
         for delivery_id, uri, token in due:
             error = None

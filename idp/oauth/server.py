@@ -9,6 +9,7 @@ triple, turned into a Starlette response only by ``handle_response``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer, ResourceProtector
@@ -109,7 +110,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             media_type = "application/json"
         else:
             content = body or ""
-            media_type = "text/html; charset=utf-8" if body else None
+            media_type = "text/html; charset=utf-8" if body else ""
         response = OAuthResponse(content, status_code=status, media_type=media_type)
         for key, value in headers:
             response.headers[key] = value
@@ -138,7 +139,7 @@ class _TokenLookup:
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         scope = current_scope()
         services = self.server.services
-        finders = [
+        finders: list[Callable[[], Any]] = [
             lambda: tokens.find_access_token(scope.db, services.keys, services.hasher, services.settings.issuer,
                                              token_string, scope.now),
             lambda: tokens.find_refresh_token(scope.db, services.hasher, token_string, scope.now),
@@ -232,7 +233,8 @@ class UserInfoEndpointImpl(UserInfoEndpoint):  # type: ignore[misc]
 
 class EndSession(EndSessionEndpoint):  # type: ignore[misc]
     def get_server_jwks(self) -> KeySet:
-        return self.server.services.keys.public_key_set()
+        keys: KeySet = self.server.services.keys.public_key_set()
+        return keys
 
     def get_algorithms(self) -> list[str]:
         return ["ES256", "RS256"]

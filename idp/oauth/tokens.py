@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.crypto import KeyedHasher, random_token
+from idp.db import rowcount
 from idp.models import Client, SsoSession, Token, User
 from idp.oauth.clients import OAuthClient
 from idp.oauth.keys import KeyStore
@@ -163,7 +164,7 @@ def revoke_family(db: Session, family_id: str, reason: str, now: datetime) -> in
         .where(Token.family_id == family_id, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def revoke_session_tokens(db: Session, session_id: int, reason: str, now: datetime) -> int:
@@ -172,7 +173,7 @@ def revoke_session_tokens(db: Session, session_id: int, reason: str, now: dateti
         .where(Token.session_id == session_id, Token.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def revoke_user_tokens(db: Session, user_id: int, reason: str, now: datetime) -> int:
@@ -181,7 +182,7 @@ def revoke_user_tokens(db: Session, user_id: int, reason: str, now: datetime) ->
             revoked_at=now, revoked_reason=reason
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def is_usable(row: Token, now: datetime) -> bool:
@@ -307,4 +308,4 @@ def rotate_refresh_token(db: Session, row: Token, now: datetime) -> bool:
         .where(Token.id == row.id, Token.rotated_at.is_(None), Token.revoked_at.is_(None))
         .values(rotated_at=now)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rowcount(result) == 1
