@@ -123,6 +123,9 @@ def _parse_issuer(value: object) -> str:
         raise ValueError("the issuer must not have a query or fragment (OpenID Connect Discovery 1.0, section 2)")
     if issuer.endswith("/"):
         raise ValueError("the issuer must not end with a slash, so that endpoint URLs join cleanly")
+    if parts.scheme == "http" and parts.hostname not in {"localhost", "127.0.0.1", "::1"}:
+        # OAuth 2.0 requires TLS (RFC 6749 3.1); plain http is only for a server on this machine.
+        raise ValueError("an http issuer is only allowed for localhost, 127.0.0.1 or [::1]; use https")
     return issuer
 
 
@@ -382,7 +385,10 @@ def load_settings(
         values[section].update({key: value for key, value in entries.items() if value is not None})
     if "issuer" not in values[""]:
         host = values["server"].get("host", ServerSettings.host)
+        host = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
         port = values["server"].get("port", ServerSettings.port)
+        # An IPv6 literal needs brackets in a URL (RFC 3986 3.2.2): http://[::1]:8000, not http://::1:8000.
+        host = f"[{host}]" if isinstance(host, str) and ":" in host and not host.startswith("[") else host
         values[""]["issuer"] = f"http://{host}:{port}"
 
     parsed: dict[str, dict[str, Any]] = {name: {} for name in values}

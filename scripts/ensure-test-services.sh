@@ -3,14 +3,20 @@
 # what is missing. Safe to run again; it changes nothing that is already in place.
 set -euo pipefail
 
-need_apt=()
-command -v pg_isready >/dev/null 2>&1 || need_apt+=(postgresql postgresql-client)
-
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing system packages: ${need_apt[*]}"
+installed_postgres=no
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  echo "installing PostgreSQL"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq postgresql postgresql-client >/dev/null
+  installed_postgres=yes
+fi
+
+if [ "$installed_postgres" = yes ]; then
+  # A fresh cluster asks for passwords over TCP; the tests use trust on loopback, as on the dev machines.
+  for hba in /etc/postgresql/*/main/pg_hba.conf; do
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  done
 fi
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
@@ -18,5 +24,13 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   version=$(ls /etc/postgresql | sort -V | tail -1)
   pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+elif [ "$installed_postgres" = yes ]; then
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  pg_ctlcluster --skip-systemctl-redirect "$version" main reload
 fi
 pg_isready -h 127.0.0.1 -p 5432
+
+# The tests create their own databases, connecting first to the database `test`.
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null
+fi

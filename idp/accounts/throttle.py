@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from idp.models import AttemptCounter
@@ -37,11 +39,14 @@ class Blocked:
 
 
 def _row_for_update(db: Session, key: str) -> AttemptCounter:
-    row = db.execute(select(AttemptCounter).where(AttemptCounter.key == key).with_for_update()).scalar_one_or_none()
+    locked = select(AttemptCounter).where(AttemptCounter.key == key).with_for_update()
+    row = db.execute(locked).scalar_one_or_none()
     if row is None:
-        row = AttemptCounter(key=key, failures=0)
-        db.add(row)
-        db.flush()
+        # Parallel first attempts on one key would each INSERT, and all but one fail on the primary key
+        # (PostgreSQL, READ COMMITTED). ON CONFLICT DO NOTHING waits for the winner, then the lock is taken.
+        insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        db.execute(insert(AttemptCounter).values(key=key, failures=0).on_conflict_do_nothing(index_elements=["key"]))
+        row = db.execute(locked).scalar_one()
     return row
 
 

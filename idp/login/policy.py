@@ -41,7 +41,8 @@ def login_needed(
         return Interaction("login", "session_idle")
     if "login" in prompts or "select_account" in prompts:
         return Interaction("login", "prompt_login")
-    if max_age is not None and now - session.row.authenticated_at > timedelta(seconds=max_age):
+    # max_age=0 is prompt=login (OIDC Core 3.1.2.1, errata 2): a login in this very second is no exception.
+    if max_age == 0 or max_age is not None and now - session.row.authenticated_at > timedelta(seconds=max_age):
         return Interaction("login", "max_age")
     return None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -70,6 +71,15 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     def get_audiences(self) -> list[str]:
         return self._audiences
 
+    def __call__(self, query_client: Any, request: Any) -> OAuthClient | None:
+        client: OAuthClient | None = super().__call__(query_client, request)
+        # RFC 7521 4.2: a client_id sent along with the assertion MUST identify the same client; authlib
+        # ignores it, which would let a request naming client B be served as client A.
+        client_id = request.form.get("client_id")
+        if client is not None and client_id is not None and client_id != client.get_client_id():
+            raise InvalidClientError(description="client_id does not match the client assertion")
+        return client
+
     def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
         try:
             if client.row.jwks:
@@ -90,15 +100,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClientError(description="the client assertion is not validly signed") from exc
         claims = dict(token.claims)
         self.verify_claims(claims)
-        now = int(current_scope().now.timestamp())
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp - now > MAX_ASSERTION_LIFETIME:
-            raise InvalidClientError(description="the client assertion must expire within 10 minutes")
         return claims
 
     def verify_claims(self, claims: Any) -> None:
+        now = int(current_scope().now.timestamp())
         registry = jwt.JWTClaimsRegistry(
-            now=int(current_scope().now.timestamp()),
+            now=now,
             leeway=self.leeway,
             iss={"essential": True},
             sub={"essential": True},
@@ -112,6 +119,11 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClientError(description=f"client assertion: {exc.description}") from exc
         if claims["sub"] != claims["iss"]:
             raise InvalidClientError(description="client assertion: iss and sub must both be the client_id")
+        # Checked before the jti is recorded: a far-future exp (1e30) must neither overflow the expiry of the
+        # jti record (a 500) nor use up the jti of an assertion we refuse.
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or exp - now > MAX_ASSERTION_LIFETIME:
+            raise InvalidClientError(description="the client assertion must expire within 10 minutes")
         if not self.validate_jti(claims, str(claims["jti"])):
             raise InvalidClientError(description="client assertion: this jti was used before")
 
@@ -124,3 +136,13 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         except IntegrityError:
             return False
         return True
+
+
+def client_secret_basic(query_client: Any, request: Any) -> OAuthClient | None:
+    """authlib's ``client_secret_basic``, except that credentials which do not decode as UTF-8 fail the
+    authentication (401 ``invalid_client``) instead of raising ``UnicodeDecodeError`` (a 500)."""
+    try:
+        client: OAuthClient | None = authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
+    return client

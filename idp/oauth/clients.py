@@ -8,10 +8,11 @@ registered with a loopback ``http`` URI may use any port (RFC 8252, 7.3).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -76,6 +77,16 @@ def validate_redirect_uri(uri: str, *, public: bool) -> None:
                           "invalid_redirect_uri")
 
 
+_LOOPBACK_NETLOC = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[0-9.]+)(?::[0-9]{1,5})?")
+
+
+def _valid_port(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or 0 < parts.port
+    except ValueError:  # above 65535
+        return False
+
+
 def redirect_uri_matches(registered: list[str], requested: str, *, public: bool) -> bool:
     if requested in registered:
         return True
@@ -84,6 +95,10 @@ def redirect_uri_matches(registered: list[str], requested: str, *, public: bool)
     # RFC 8252 7.3: loopback redirects of native apps may use any port; everything else must match exactly.
     req = urlsplit(requested)
     if req.scheme != "http" or not _is_loopback_host(req.hostname):
+        return False
+    if not _LOOPBACK_NETLOC.fullmatch(req.netloc) or not _valid_port(req):
+        # User info ("evil@127.0.0.1") or a port that is empty, not a number or out of range is more than
+        # "another port".
         return False
     for uri in registered:
         reg = urlsplit(uri)
@@ -177,8 +192,8 @@ def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Cli
 
 
 def find_client(db: Session, client_id: str) -> Client | None:
-    if not client_id or len(client_id) > 64:
-        return None
+    if not client_id or len(client_id) > 64 or "\x00" in client_id:
+        return None  # a NUL (e.g. from a Basic header) would fail in PostgreSQL as a 500; no client id has one
     return db.scalar(select(Client).where(Client.client_id == client_id))
 
 

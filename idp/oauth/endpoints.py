@@ -46,6 +46,9 @@ async def _form_endpoint(request: Request, path: str, call: str) -> Response:
         return oauth_error(400, "invalid_request", f"parameter {duplicated!r} is repeated")
     if any(len(value) > 16384 for _, value in form):
         return oauth_error(400, "invalid_request", "a parameter is too long")
+    if call == "token" and not dict(form).get("grant_type"):
+        # A missing required parameter is invalid_request (RFC 6749 5.2); authlib would say unsupported_grant_type.
+        return oauth_error(400, "invalid_request", "grant_type is missing")
 
     def work(scope: RequestScope) -> Response:
         oreq = OAuthRequest("POST", f"{ctx.services.settings.issuer}{path}", request.headers, query=[], form=form)

@@ -40,6 +40,8 @@ CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "priva
 PROMPT_VALUES = {"none", "login", "consent", "select_account"}
 USER_SCOPES = {"openid", "profile", "email", "groups", "offline_access"}
 MAX_PARAMETER_LENGTH = 4096
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class OpenIDError(InvalidRequestError):  # type: ignore[misc]
@@ -91,6 +93,20 @@ class AuthorizationCodeModel:
 class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
     AUTHORIZATION_CODE_LENGTH = 43
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: OAuthClient) -> str:
+        # authlib's version quotes the refused URI in the error description and so fails with ValueError (a 500)
+        # on a URI holding a quote, backslash or non-ASCII character; the user sees the error page either way.
+        redirect_uri: str | None = request.payload.redirect_uri
+        if redirect_uri:
+            if not client.check_redirect_uri(redirect_uri):
+                raise InvalidRequestError("the redirect_uri is not registered for this client")
+            return redirect_uri
+        redirect_uri = client.get_default_redirect_uri()
+        if not redirect_uri:
+            raise InvalidRequestError("Missing 'redirect_uri' in request.", state=request.payload.state)
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         scope = current_scope()
@@ -214,6 +230,10 @@ class Pkce(CodeChallenge):  # type: ignore[misc]
             raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
         if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
             raise InvalidRequestError("code_challenge_method must be S256")
+        if data.get("code_challenge") and not S256_CHALLENGE.fullmatch(data["code_challenge"]):
+            # An S256 challenge is a SHA-256 hash in base64url without padding: exactly 43 characters (RFC 7636
+            # 4.2). authlib accepts 43-128 unreserved characters, which no verifier can ever match.
+            raise InvalidRequestError("code_challenge must be 43 base64url characters (S256)")
         super().validate_code_challenge(grant, redirect_uri)
 
     def validate_code_verifier(self, grant: Any, result: Any) -> None:
@@ -230,7 +250,8 @@ class Pkce(CodeChallenge):  # type: ignore[misc]
             return
         if not verifier:
             raise InvalidGrantError("code_verifier is missing")
-        if not CODE_VERIFIER_PATTERN.match(verifier) or not compare_s256_code_challenge(verifier, challenge):
+        # fullmatch: the pattern ends in ``$``, which ``match`` lets pass before a trailing newline.
+        if not CODE_VERIFIER_PATTERN.fullmatch(verifier) or not compare_s256_code_challenge(verifier, challenge):
             raise InvalidGrantError("code_verifier does not match the code_challenge")
 
 
@@ -291,10 +312,13 @@ class AuthorizationRequestChecks:
         payload = grant.request.payload
         data = payload.data
         for key, values in payload.datalist.items():
+            # Only plain names are quoted: authlib refuses (ValueError, so a 500) error descriptions with
+            # characters RFC 6749 4.1.2.1 forbids, such as quotes, backslashes or non-ASCII.
+            name = repr(key) if SAFE_NAME.fullmatch(key) else "a parameter"
             if len(values) > 1:
-                raise InvalidRequestError(f"parameter {key!r} is repeated")
+                raise InvalidRequestError(f"{name} is repeated")
             if len(values[0]) > MAX_PARAMETER_LENGTH:
-                raise InvalidRequestError(f"parameter {key!r} is too long")
+                raise InvalidRequestError(f"{name} is too long")
         if "request" in data:
             raise OpenIDError("request_not_supported", "request objects are not supported")
         if "request_uri" in data:
@@ -311,5 +335,5 @@ class AuthorizationRequestChecks:
         if "none" in prompts and len(prompts) > 1:
             raise InvalidRequestError("prompt=none cannot be combined with other values")
         max_age = data.get("max_age")
-        if max_age is not None and not re.fullmatch(r"\d{1,9}", max_age):
+        if max_age is not None and not re.fullmatch(r"[0-9]{1,9}", max_age):  # \d would take any Unicode digit
             raise InvalidRequestError("max_age must be a non-negative whole number of seconds")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.crypto import Sealer
 from idp.db import read_only, utcnow
 from idp.models import SigningKey
+from idp.oauth.requests import running_scope
 
 SUPPORTED_ALGORITHMS = ("ES256", "RS256")
 REFRESH_SECONDS = 10.0
@@ -102,7 +104,7 @@ class KeyStore:
                 return
             now = utcnow()
             published = []
-            with read_only(self._sessions) as db:
+            with self._reader() as db, db.no_autoflush:
                 for row in db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())):
                     if row.retired_at is not None and row.retired_at + self._retention < now:
                         continue
@@ -114,6 +116,15 @@ class KeyStore:
             self._published = published
             self._jwks_bytes = json.dumps({"keys": [k.public_jwk for k in published]}, separators=(",", ":")).encode()
             self._loaded_at = time.monotonic()
+
+    def _reader(self) -> AbstractContextManager[Session]:
+        scope = running_scope()
+        if scope is not None:
+            # Inside a request, read with the request's own session: taking a second pooled connection while
+            # holding one deadlocks once concurrent requests hold the whole pool (parallel replays of one code
+            # do, the losers waiting on the winner's row lock), and the request fails after the pool timeout.
+            return nullcontext(scope.db)
+        return read_only(self._sessions)
 
     def _load(self, row: SigningKey) -> LoadedKey:
         pem = self._sealer.open(row.private_key_encrypted, context=row.kid)

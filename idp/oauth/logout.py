@@ -127,8 +127,11 @@ def record_result(db: Session, delivery_id: int, error: str | None, now: datetim
     row.last_error = error[:255]
     if row.attempts >= max_attempts:
         row.failed_at = now
-        audit.record(db, "logout.backchannel_failed", outcome="failure", client_id=str(row.client_id),
-                     attempts=row.attempts, error=row.last_error, at=now)
+        # The audit trail names clients by their public client_id, as every other event does.
+        client = db.get(Client, row.client_id)
+        audit.record(db, "logout.backchannel_failed", outcome="failure",
+                     client_id=client.client_id if client else None, attempts=row.attempts, error=row.last_error,
+                     at=now)
     else:
         row.next_attempt_at = now + _backoff(row.attempts)
 

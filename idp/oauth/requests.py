@@ -91,6 +91,11 @@ def current_scope() -> RequestScope:
     return scope
 
 
+def running_scope() -> RequestScope | None:
+    """The scope of the request being served in this thread, or None outside of one (CLI, background work)."""
+    return _current.get()
+
+
 @contextmanager
 def request_scope(scope: RequestScope) -> Iterator[RequestScope]:
     token = _current.set(scope)

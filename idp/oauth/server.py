@@ -12,8 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from authlib.oauth2 import AuthorizationServer, ResourceProtector
-from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2 import AuthorizationServer, OAuth2Error, ResourceProtector
+from authlib.oauth2.base import invalid_error_characters
+from authlib.oauth2.rfc6749 import (
+    InvalidRequestError,
+    MissingAuthorizationError,
+    UnsupportedResponseTypeError,
+    UnsupportedTokenTypeError,
+)
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -28,7 +34,7 @@ from idp.accounts.sessions import add_participant
 from idp.crypto import random_token
 from idp.models import SsoSession, Token
 from idp.oauth import tokens
-from idp.oauth.client_auth import PrivateKeyJwt
+from idp.oauth.client_auth import PrivateKeyJwt, client_secret_basic
 from idp.oauth.clients import SUPPORTED_SCOPES, OAuthClient, find_client
 from idp.oauth.grants import (
     CONFIDENTIAL_AUTH_METHODS,
@@ -65,6 +71,23 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         if row is None or row.disabled_at is not None:
             return None
         return OAuthClient(row, self.services.hasher, scope.now)
+
+    def get_authorization_grant(self, request: Any) -> Any:
+        response_type = request.payload.response_type
+        if not response_type or not invalid_error_characters(response_type):
+            return super().get_authorization_grant(request)
+        # authlib quotes response_type in its error description and fails with ValueError (a 500) on characters
+        # RFC 6749 4.1.2.1 forbids there. Such a value matches no grant: refuse it as authlib would, unquoted,
+        # redirecting only to a redirect URI validated for a known client (RFC 6749 4.1.2.1).
+        redirect_uri = None
+        client = self.query_client(request.payload.client_id) if request.payload.client_id else None
+        if client is not None:
+            requested = request.payload.redirect_uri
+            if not requested:
+                redirect_uri = client.get_default_redirect_uri()
+            elif client.check_redirect_uri(requested):
+                redirect_uri = requested
+        raise UnsupportedResponseTypeError("", "The response type is not supported.", redirect_uri=redirect_uri)
 
     def save_token(self, token: dict[str, Any], request: Request) -> None:
         scope = current_scope()
@@ -129,12 +152,25 @@ def _session_of(db: Any, session_id: int | None) -> SsoSession | None:
     return None if session_id is None else db.get(SsoSession, session_id)
 
 
+class UnsupportedTokenTypeHint(OAuth2Error):  # type: ignore[misc]
+    """RFC 7009 2.2.1: an error response in the sense of RFC 6749 5.2, so 400 (authlib's class answers 401)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+
+
 class _TokenLookup:
     """Finding either kind of token by its string, for introspection and revocation."""
 
     SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS + ["none"]
     server: Server
+
+    def check_params(self, request: Any, client: Any) -> None:
+        try:
+            super().check_params(request, client)  # type: ignore[misc]
+        except UnsupportedTokenTypeError as exc:
+            raise UnsupportedTokenTypeHint() from exc
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         scope = current_scope()
@@ -206,6 +242,18 @@ class AccessTokenValidator(BearerTokenValidator):  # type: ignore[misc]
                                         self.services.settings.issuer, token_string, scope.now)
 
 
+class NoBearerCredentials(MissingAuthorizationError):  # type: ignore[misc]
+    """No ``Authorization: Bearer`` header at all, or another scheme.
+
+    RFC 6750 3.1: such a request gets the bare ``Bearer`` challenge and SHOULD NOT get an error code in it
+    (authlib would send ``bearer error="missing_authorization"``).
+    """
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        return [*headers, ("WWW-Authenticate", "Bearer")]
+
+
 class Protector(ResourceProtector):  # type: ignore[misc]
     """A resource protector whose ``acquire_token`` reads the request of the running scope (see recipe)."""
 
@@ -214,6 +262,12 @@ class Protector(ResourceProtector):  # type: ignore[misc]
         if isinstance(scopes, str):
             scopes = [scopes]
         return self.validate_request(scopes, request, **kwargs)
+
+    def parse_request_authorization(self, request: Any) -> Any:
+        try:
+            return super().parse_request_authorization(request)
+        except (MissingAuthorizationError, UnsupportedTokenTypeError) as exc:
+            raise NoBearerCredentials() from exc
 
 
 class UserInfoEndpointImpl(UserInfoEndpoint):  # type: ignore[misc]
@@ -268,6 +322,7 @@ def build_server(services: Any) -> tuple[Server, Protector]:
         "default", tokens.TokenIssuer(services.keys, issuer, services.settings.tokens.access_token_lifetime,
                                       services.now)
     )
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(issuer, issuer + "/token"))
     pkce_for_all = services.settings.tokens.pkce == "all"
     server.register_grant(CodeGrant, [AuthorizationRequestChecks(), IdToken(services), Pkce(pkce_for_all)])

@@ -15,6 +15,7 @@ from idp.oauth.logout import BackchannelSender
 from idp.oauth.requests import RequestScope, request_scope
 from idp.oauth.server import Protector, Server
 from idp.services import Services
+from idp.web.middleware import BodyTooLarge
 from idp.web.origin import origin_of
 from idp.web.templates import Pages
 
@@ -57,6 +58,12 @@ def context_of(request: HTTPConnection) -> AppContext:
     return ctx
 
 
+def _bad_text(text: str) -> bool:
+    # U+FFFD stands for bytes that were not UTF-8. No parameter needs NUL, and PostgreSQL cannot store it in
+    # text: a NUL reaching a query would fail there as a 500.
+    return "\ufffd" in text or "\x00" in text
+
+
 async def read_form(request: Request, *, required: bool = True) -> list[tuple[str, str]]:
     """The url-encoded form of a POST, as (name, value) pairs, or ``MalformedRequest``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -66,20 +73,22 @@ async def read_form(request: Request, *, required: bool = True) -> list[tuple[st
         return []
     try:
         form = await request.form(max_fields=MAX_FIELDS, max_files=0)
+    except BodyTooLarge:
+        raise  # answered 413 by SecurityMiddleware, like a body whose Content-Length is too large
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise MalformedRequest("the form could not be read") from exc
     pairs = []
     for key, value in form.multi_items():
         if not isinstance(value, str):
             raise MalformedRequest("files are not accepted")
-        if "\ufffd" in value or "\ufffd" in key:
-            raise MalformedRequest("the form is not valid UTF-8")
+        if _bad_text(key) or _bad_text(value):
+            raise MalformedRequest("the form is not valid UTF-8 or contains a NUL character")
         pairs.append((key, value))
     return pairs
 
 
 def query_pairs(request: HTTPConnection) -> list[tuple[str, str]]:
     pairs = list(request.query_params.multi_items())
-    if any("\ufffd" in key or "\ufffd" in value for key, value in pairs):
-        raise MalformedRequest("the query is not valid UTF-8")
+    if any(_bad_text(key) or _bad_text(value) for key, value in pairs):
+        raise MalformedRequest("the query is not valid UTF-8 or contains a NUL character")
     return pairs

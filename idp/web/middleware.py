@@ -58,6 +58,11 @@ class SecurityMiddleware:
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
+        if "\x00" in scope.get("path", ""):
+            # No route takes a NUL (decoded from %00), and PostgreSQL cannot store one in text: refuse it here,
+            # before it reaches a query as a path parameter and fails there as a 500.
+            await _plain_error(send_with_headers, 400, "the path contains a NUL character")
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_size:
             await _plain_error(send_with_headers, 413, "request body too large")
