@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
 from idp import audit
@@ -61,7 +62,11 @@ def prepare(services: Services, out: Callable[[str], None] = print) -> None:
                     f"    {password}\n\nIt is shown only this once. Store it safely.")
             else:
                 out(f"Created the administrator account {user.username!r} with the configured password.")
-    services.keys.refresh(force=True)
+    try:
+        services.keys.refresh(force=True)
+    except InvalidTag as exc:
+        raise CommandError("the key-encryption key does not open the stored signing keys: "
+                           "check [keys] encryption_key (IDP_KEYS_ENCRYPTION_KEY)") from exc
 
 
 def configure_logging() -> None:

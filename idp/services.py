@@ -31,8 +31,14 @@ class Services:
     """Keyed hashes of high-entropy secrets (codes, tokens, client secrets, session ids)."""
     csrf_key: bytes
     sealer: Sealer
-    keys: KeyStore
+    key_retention: timedelta
+    """How long a retired signing key stays published: the longest lifetime of a token it signed, and a margin."""
     clock: Callable[[], datetime] = field(default=utcnow)
+    keys: KeyStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The key store reads the time through the services, so that a clock replaced in tests reaches it too.
+        self.keys = KeyStore(self.sessions, self.sealer, self.key_retention, clock=self.now)
 
     def now(self) -> datetime:
         return self.clock()
@@ -65,5 +71,5 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         hasher=KeyedHasher(derive_key(master, "secret-hash")),
         csrf_key=derive_key(master, "csrf"),
         sealer=sealer,
-        keys=KeyStore(sessions, sealer, retention),
+        key_retention=retention,
     )

@@ -390,3 +390,14 @@ def test_prepare_needs_db_upgrade_outside_the_embedded_database(cli: Cli) -> Non
     with current_services() as services:
         prepare(services, out=printed.append)
         assert len(printed) == 1 and "Created the administrator account 'admin' with the password" in printed[0]
+
+
+def test_prepare_refuses_a_wrong_key_encryption_key(embedded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with another key-encryption key, the server stops at once with a message naming the setting,
+    instead of starting and failing at every signature."""
+    with current_services() as services:
+        prepare(services, out=lambda line: None)
+    monkeypatch.setenv("IDP_KEYS_ENCRYPTION_KEY", "Zm9yZWlnbi1rZXktZW5jcnlwdGlvbi1rZXktMzJieXRlcw==")
+    with current_services() as services:
+        with pytest.raises(CommandError, match="IDP_KEYS_ENCRYPTION_KEY"):
+            prepare(services, out=lambda line: None)

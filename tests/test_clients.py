@@ -63,6 +63,9 @@ def test_redirect_uri_accepted(uri: str, public: bool) -> None:
     "file:///etc/passwd",
     "vbscript:msgbox(1)",
     "https://app.example/" + "a" * 2000,
+    "https://user:pass@app.example/cb",
+    "https://app.example@evil.example/cb",
+    "http://evil@127.0.0.1:8080/cb",
 ])
 @pytest.mark.parametrize("public", [False, True])
 def test_redirect_uri_refused(uri: str, public: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -63,7 +63,7 @@ def rotate(services: Services) -> None:
 
 
 def retire_at(services: Services, kids: set[str], when: datetime) -> None:
-    """Pretend that the keys ``kids`` were retired at ``when`` (the key store reads the real time)."""
+    """Pretend that the keys ``kids`` were retired at ``when`` (as seen by the services' clock)."""
     with unit_of_work(services.sessions) as db:
         db.execute(update(SigningKey).where(SigningKey.kid.in_(kids)).values(retired_at=when))
     services.keys.refresh(force=True)
@@ -173,7 +173,7 @@ def test_rotation_signs_with_new_keys_and_keeps_old_ones_published(client: TestC
 
     # While a token signed just before the rotation can still be valid, its key stays published.
     longest = max(services.settings.tokens.access_token_lifetime, services.settings.tokens.id_token_lifetime)
-    now = datetime.now(UTC)
+    now = services.now()
     retire_at(services, old_kids, now - longest + timedelta(seconds=30))
     assert old_kids <= {key["kid"] for key in jwks(client)}
     assert decode(client, before_rs["id_token"]).claims["aud"] == rs_client.client_id
@@ -181,7 +181,7 @@ def test_rotation_signs_with_new_keys_and_keeps_old_ones_published(client: TestC
     # Once the retention has passed, the old keys are gone and their signatures no longer verify.
     retention: timedelta = services.keys._retention
     assert retention >= longest
-    retire_at(services, old_kids, datetime.now(UTC) - retention - timedelta(seconds=1))
+    retire_at(services, old_kids, services.now() - retention - timedelta(seconds=1))
     published = {key["kid"] for key in jwks(client)}
     assert not old_kids & published
     assert {new_es["kid"], new_rs["kid"]} <= published

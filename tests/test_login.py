@@ -160,7 +160,7 @@ def test_failed_sign_ins_are_audited_with_the_real_reason(client: TestClient, se
         ("unknown", "failure", "unknown_user"),
         ("erika", "failure", "wrong_password"),
         ("dieter", "failure", "disabled"),
-        ("nopass", "failure", "wrong_password"),
+        ("nopass", "failure", "no_password"),
         ("erika", "success", None),
     ]
     assert all(e.client_id == app.client_id and e.ip == "testclient" for e in events)

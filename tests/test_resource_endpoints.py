@@ -282,6 +282,8 @@ def test_userinfo_refuses_client_credentials_token(client: TestClient, services:
     answer = _userinfo(client, response.json()["access_token"])
     assert answer.status_code == 403, answer.text
     assert answer.json()["error"] == "insufficient_scope"
+    # RFC 6750 3.1: the challenge names the error and the scope that would have been needed.
+    assert answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="openid"'
 
 
 # --- introspection ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,8 +40,22 @@ def _limits(settings: ThrottleSettings, username: str, ip: str | None) -> list[t
     name_key = hashlib.sha256(normalize_username(username).encode()).hexdigest()[:32]
     limits = [throttle.Limit(f"password:account:{name_key}", settings.free_attempts_per_account)]
     if ip:
-        limits.append(throttle.Limit(f"password:ip:{ip}", settings.free_attempts_per_ip))
+        limits.append(throttle.Limit(f"password:ip:{address_key(ip)}", settings.free_attempts_per_ip))
     return limits
+
+
+def address_key(ip: str) -> str:
+    """The unit an address counter counts: one IPv4 address, or one IPv6 /64 (what one subscriber gets, so
+    hopping between its addresses gains nothing)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def check_password(
@@ -67,7 +82,12 @@ def check_password(
     acceptable = is_acceptable_input(password)
     valid = passwords.verify(user.password_hash if user and acceptable else None, password)
     if user is None or not valid or not user.is_active:
-        reason = "unknown_user" if user is None else ("wrong_password" if not valid else "disabled")
+        if user is None:
+            reason = "unknown_user"
+        elif user.password_hash is None:
+            reason = "no_password"
+        else:
+            reason = "wrong_password" if not valid else "disabled"
         audit.record(db, "login.password", outcome="failure", origin=origin, subject=subject,
                      client_id=client_id, reason=reason, at=now)
         return PasswordCheck(Outcome.INVALID)

@@ -37,7 +37,7 @@ from idp.oauth.requests import Request as OAuthRequest
 from idp.oauth.requests import RequestScope
 from idp.oauth.server import OAuthResponse
 from idp.web import cookies, csrf
-from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_form
+from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_fields, read_form
 
 ACR_SFA = "https://refeds.org/profile/sfa"
 SCOPE_TEXTS = {
@@ -154,7 +154,14 @@ async def authorize(request: Request) -> Response:
         try:
             grant = ctx.server.get_consent_grant(oreq, end_user=None)
         except OAuth2Error as error:
-            return _error_redirect(ctx, oreq, error) if error.redirect_uri else _invalid_request_page(ctx, error)
+            if error.redirect_uri:
+                return _error_redirect(ctx, oreq, error)
+            # No redirect: an unknown or disabled client, or a redirect URI it did not register (or a request
+            # too broken to say). Worth a trace, since it is how phishing through an open redirect is tried.
+            claimed = dict(params).get("client_id", "")[:64] or None
+            audit.record(scope.db, "authorize.refused", outcome="failure", origin=scope.origin, client_id=claimed,
+                         error=error.error, at=scope.now)
+            return _invalid_request_page(ctx, error)
         current = _current_session(ctx, scope, request)
         need = _decide(ctx, scope, oreq, grant, current, signed_in_here=False)
         if need is None:
@@ -220,7 +227,7 @@ async def login_submit(request: Request) -> Response:
     tx_id = request.path_params["tx"]
     origin = ctx.origin(request)
     try:
-        form = dict(await read_form(request))
+        form = await read_fields(request)
     except MalformedRequest as exc:
         return ctx.pages.error(400, "The form could not be read", str(exc))
     username = form.get("username", "")
@@ -350,7 +357,7 @@ async def consent_submit(request: Request) -> Response:
     tx_id = request.path_params["tx"]
     origin = ctx.origin(request)
     try:
-        form = dict(await read_form(request))
+        form = await read_fields(request)
     except MalformedRequest as exc:
         return ctx.pages.error(400, "The form could not be read", str(exc))
 
@@ -377,7 +384,7 @@ async def consent_submit(request: Request) -> Response:
         tx.completed_at = scope.now
         if decision != "allow":
             audit.record(scope.db, "consent.denied", origin=origin, actor=user.sub, subject=user.username,
-                         client_id=client.client_id)
+                         client_id=client.client_id, at=scope.now)
             response: Response = ctx.server.create_authorization_response(oreq, grant_user=None, grant=grant)
             return response
         requested = list(scope_to_list(grant.request.scope) or [])
@@ -388,7 +395,7 @@ async def consent_submit(request: Request) -> Response:
             row.scopes = sorted(set(row.scopes) | set(requested))
             row.granted_at = scope.now
         audit.record(scope.db, "consent.granted", origin=origin, actor=user.sub, subject=user.username,
-                     client_id=client.client_id, scopes=requested)
+                     client_id=client.client_id, scopes=requested, at=scope.now)
         return _issue_code(ctx, scope, oreq, grant, current.row)
 
     return await ctx.transaction(origin, work)

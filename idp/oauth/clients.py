@@ -56,6 +56,9 @@ def validate_redirect_uri(uri: str, *, public: bool) -> None:
         raise ClientError(f"redirect URI {uri!r} has a fragment", "invalid_redirect_uri")
     if "*" in uri:
         raise ClientError(f"redirect URI {uri!r} has a wildcard", "invalid_redirect_uri")
+    if "@" in parts.netloc:
+        # user:password@host is credentials in a URL, or a way to make one host look like another.
+        raise ClientError(f"redirect URI {uri!r} must not contain user information", "invalid_redirect_uri")
     scheme = parts.scheme.lower()
     if scheme in {"javascript", "data", "file", "vbscript"}:
         raise ClientError(f"redirect URI {uri!r} uses a forbidden scheme", "invalid_redirect_uri")

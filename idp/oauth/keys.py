@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from idp.oauth.requests import running_scope
 
 SUPPORTED_ALGORITHMS = ("ES256", "RS256")
 REFRESH_SECONDS = 10.0
+MIN_FORCED_REFRESH_SECONDS = 1.0
+"""An unknown ``kid`` forces a re-read at most this often, so forged tokens cannot hammer the database."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,10 @@ def rotate_keys(db: Session, sealer: Sealer, rsa_bits: int, now: datetime) -> li
 class KeyStore:
     """The process-wide view of the signing keys, refreshed from the database."""
 
-    def __init__(self, sessions: sessionmaker[Session], sealer: Sealer, retention: timedelta) -> None:
+    def __init__(self, sessions: sessionmaker[Session], sealer: Sealer, retention: timedelta,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self._sessions = sessions
+        self._clock = clock
         self._sealer = sealer
         self._retention = retention
         self._lock = threading.Lock()
@@ -96,13 +101,14 @@ class KeyStore:
         self._published: list[LoadedKey] = []
         self._jwks_bytes = b'{"keys":[]}'
 
-    def refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._loaded_at < REFRESH_SECONDS:
+    def refresh(self, force: bool = False, max_age: float = REFRESH_SECONDS) -> None:
+        """Re-read the keys if the copy is older than ``max_age`` seconds, or now with ``force``."""
+        if not force and time.monotonic() - self._loaded_at < max_age:
             return
         with self._lock:
-            if not force and time.monotonic() - self._loaded_at < REFRESH_SECONDS:
+            if not force and time.monotonic() - self._loaded_at < max_age:
                 return
-            now = utcnow()
+            now = self._clock()
             published = []
             with self._reader() as db, db.no_autoflush:
                 for row in db.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())):
@@ -137,7 +143,7 @@ class KeyStore:
         for key in self._published:
             if key.alg == alg and key.retired_at is None:
                 return key
-        self.refresh(force=True)
+        self.refresh(max_age=MIN_FORCED_REFRESH_SECONDS)
         for key in self._published:
             if key.alg == alg and key.retired_at is None:
                 return key
@@ -154,7 +160,7 @@ class KeyStore:
         for key in self._published:
             if key.kid == kid:
                 return key
-        self.refresh(force=True)
+        self.refresh(max_age=MIN_FORCED_REFRESH_SECONDS)
         return next((key for key in self._published if key.kid == kid), None)
 
     def jwks_bytes(self) -> bytes:

@@ -142,13 +142,17 @@ class BackchannelSender:
     def __init__(self, services: Any, poll_seconds: float = 5.0) -> None:
         self._services = services
         self._poll = poll_seconds
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        self._wake.set()
+        """Deliver now rather than at the next poll; called from the event loop after a session ended."""
+        if self._wake is not None:
+            self._wake.set()
 
     def start(self) -> None:
+        # The event belongs to the loop that runs the sender, which is only known once the app starts.
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -160,6 +164,8 @@ class BackchannelSender:
                 pass
 
     async def _run(self) -> None:
+        assert self._wake is not None
+        wake = self._wake
         settings = self._services.settings.logout
         async with httpx.AsyncClient(timeout=settings.backchannel_timeout.total_seconds(),
                                      follow_redirects=False) as http:
@@ -169,10 +175,10 @@ class BackchannelSender:
                 except Exception:  # a broken database must not kill the sender; it tries again later
                     log.exception("back-channel logout delivery round failed")
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                    await asyncio.wait_for(wake.wait(), timeout=self._poll)
                 except TimeoutError:
                     pass
-                self._wake.clear()
+                wake.clear()
 
     async def deliver_due(self, http: httpx.AsyncClient) -> int:
         due = await asyncio.to_thread(self._lease)

@@ -15,12 +15,13 @@ from typing import Any
 from authlib.oauth2 import AuthorizationServer, OAuth2Error, ResourceProtector
 from authlib.oauth2.base import invalid_error_characters
 from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
     InvalidRequestError,
     MissingAuthorizationError,
     UnsupportedResponseTypeError,
     UnsupportedTokenTypeError,
 )
-from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -71,6 +72,17 @@ class Server(AuthorizationServer):  # type: ignore[misc]
         if row is None or row.disabled_at is not None:
             return None
         return OAuthClient(row, self.services.hasher, scope.now)
+
+    def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> OAuthClient:
+        try:
+            client: OAuthClient = super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError:
+            scope = current_scope()
+            claimed = request.payload.client_id if isinstance(request.payload.client_id, str) else None
+            audit.record(scope.db, "client.authentication_failed", outcome="failure", origin=scope.origin,
+                         client_id=(claimed or None) and claimed[:64], endpoint=endpoint, at=scope.now)
+            raise
+        return client
 
     def get_authorization_grant(self, request: Any) -> Any:
         response_type = request.payload.response_type
@@ -231,10 +243,29 @@ class Revocation(_TokenLookup, RevocationEndpoint):  # type: ignore[misc]
             token.row.revoked_reason = "revoked_by_client"
 
 
+class ScopeMissing(InsufficientScopeError):  # type: ignore[misc]
+    """403 with the challenge RFC 6750 3.1 asks for (authlib sends the status without the header)."""
+
+    def __init__(self, scopes: list[str]) -> None:
+        super().__init__()
+        self.scopes = scopes
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        challenge = f'Bearer error="insufficient_scope", scope="{" ".join(self.scopes)}"'
+        return [*headers, ("WWW-Authenticate", challenge)]
+
+
 class AccessTokenValidator(BearerTokenValidator):  # type: ignore[misc]
     def __init__(self, services: Any) -> None:
         super().__init__()
         self.services = services
+
+    def validate_token(self, token: Any, scopes: list[str] | None, request: Any) -> None:
+        try:
+            super().validate_token(token, scopes, request)
+        except InsufficientScopeError as exc:
+            raise ScopeMissing(scopes or []) from exc
 
     def authenticate_token(self, token_string: str) -> Any:
         scope = current_scope()

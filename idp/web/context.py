@@ -87,6 +87,15 @@ async def read_form(request: Request, *, required: bool = True) -> list[tuple[st
     return pairs
 
 
+async def read_fields(request: Request) -> dict[str, str]:
+    """A form of named fields, each at most once: a repeated field is refused rather than guessed at."""
+    pairs = await read_form(request)
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise MalformedRequest("a form field is repeated")
+    return fields
+
+
 def query_pairs(request: HTTPConnection) -> list[tuple[str, str]]:
     pairs = list(request.query_params.multi_items())
     if any(_bad_text(key) or _bad_text(value) for key, value in pairs):
