@@ -13,8 +13,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from directory_sync.scheduler import DirectoryScheduler
+from enrollment import routes as enrollment_routes
 from idp.config import Settings
 from idp.login import routes as login_routes
+from idp.login import second_factor, webauthn_pages
 from idp.oauth import endpoints as oauth_endpoints
 from idp.oauth.discovery import discovery_document
 from idp.oauth.logout import BackchannelSender
@@ -65,12 +68,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     ctx = AppContext(services=services, server=server, protector=protector, pages=pages,
                      discovery=discovery_document(settings), sender=BackchannelSender(services))
 
+    # Directory sources run on their interval in every server process; a lease lets one of them sync at a time.
+    directory_scheduler = DirectoryScheduler(services, after_run=ctx.sender.wake)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx.sender.start()
+        directory_scheduler.start()
         try:
             yield
         finally:
+            await directory_scheduler.stop()
             await ctx.sender.stop()
 
     app = Starlette(
@@ -78,6 +86,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             Route("/", index, methods=["GET"]),
             *oauth_endpoints.routes,
             *login_routes.routes,
+            *second_factor.routes,
+            *webauthn_pages.routes,
+            *enrollment_routes.routes,
             Mount("/static", app=ThemeStatic([str(d) for d in pages.static_dirs]), name="static"),
         ],
         middleware=[Middleware(SecurityMiddleware, https=settings.is_https,

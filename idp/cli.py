@@ -19,12 +19,13 @@ from sqlalchemy import select
 
 from idp import audit
 from idp.accounts.passwords import PasswordRejected
-from idp.accounts.users import UserError, create_user, grant_role
-from idp.config import ConfigError, load_settings, reference_markdown
+from idp.accounts.users import UserError, create_user, find_user, grant_role
+from idp.config import MFA_METHODS, ConfigError, load_settings, reference_markdown
 from idp.crypto import random_token
 from idp.db import unit_of_work
+from idp.helpdesk import reset_mfa, user_overview
 from idp.models import Client, SigningKey, User
-from idp.oauth.clients import ClientError, NewClient, create_client
+from idp.oauth.clients import SUPPORTED_SCOPES, ClientError, NewClient, create_client, find_client, update_policy
 from idp.oauth.keys import ensure_keys, rotate_keys
 from idp.services import Services, build_services
 from idp.web.templates import ThemeError
@@ -162,6 +163,60 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_or_fail(db: Any, username: str) -> User:
+    user = find_user(db, username)
+    if user is None:
+        raise CommandError(f"no user {username!r}")
+    return user
+
+
+def cmd_users_show(args: argparse.Namespace) -> int:
+    """The account as the service desk sees it: groups, roles, factors, sessions, trusted browsers."""
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        info = user_overview(db, _user_or_fail(db, args.username), services.now())
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    state = "active" if info["active"] else "disabled"
+    print(f"{info['username']} ({info['name'] or '-'}, {info['email'] or '-'}), {state}, source {info['source']}")
+    print(f"  sub:            {info['sub']}")
+    print(f"  groups:         {', '.join(info['groups']) or '-'}")
+    print(f"  roles:          {', '.join(info['roles']) or '-'}")
+    print(f"  last sign-in:   {info['last_login_at'] or '-'}; second factors reset: {info['mfa_reset_at'] or 'never'}")
+    print(f"  factors:        {len(info['factors'])}; recovery codes left: {info['recovery_codes_remaining']}")
+    for f in info["factors"]:
+        detail = f" ({f['detail']})" if f["detail"] else ""
+        print(f"    {f['kind']:<9} {f['name']}{detail}, added {f['created_at']}, last used {f['last_used_at'] or '-'}")
+    print(f"  sessions:       {len(info['sessions'])}")
+    for sess in info["sessions"]:
+        print(f"    {sess['sid']}  since {sess['created_at']}, active {sess['last_active_at']}, "
+              f"{sess['ip'] or '-'}, {sess['user_agent'] or '-'}")
+    print(f"  trusted browsers: {len(info['trusted_devices'])}")
+    for d in info["trusted_devices"]:
+        print(f"    {d['name'] or '-'}, until {d['expires_at']}")
+    return 0
+
+
+def cmd_users_reset_mfa(args: argparse.Namespace) -> int:
+    """Remove all second factors, recovery codes and trusted browsers; end the sessions (audited)."""
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        user = _user_or_fail(db, args.username)
+        result = reset_mfa(db, services, user, now=services.now())
+        summary = {"username": user.username, "removed": result.removed,
+                   "trusted_devices_revoked": result.trusted_devices, "sessions_ended": result.sessions,
+                   "tokens_revoked": result.tokens, "mfa_reset_at": services.now().isoformat()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        factors = sum(count for kind, count in result.removed.items() if kind != "recovery_codes")
+        print(f"reset the second factors of {summary['username']}: {factors} factors, "
+              f"{result.removed['recovery_codes']} recovery codes and {result.trusted_devices} trusted browsers "
+              f"removed, {result.sessions} sessions ended; a new factor is set up at the next sign-in")
+    return 0
+
+
 def cmd_clients_add(args: argparse.Namespace) -> int:
     services = _services()
     jwks = None
@@ -183,7 +238,10 @@ def cmd_clients_add(args: argparse.Namespace) -> int:
         id_token_signed_response_alg=args.id_token_alg,
         jwks=jwks,
         jwks_uri=args.jwks_uri,
-        **({"scope": " ".join(args.scope)} if args.scope else {}),
+        scope=" ".join(args.scope or SUPPORTED_SCOPES),
+        require_mfa=args.require_mfa,
+        mfa_methods=args.mfa_method,
+        allow_trusted_device=False if args.no_trusted_device else None,
     )
     with unit_of_work(services.sessions) as db:
         try:
@@ -192,16 +250,57 @@ def cmd_clients_add(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         audit.record(db, "client.created", client_id=row.client_id, name=row.name,
                      redirect_uris=row.redirect_uris, grant_types=row.grant_types,
-                     auth_method=row.token_endpoint_auth_method)
+                     auth_method=row.token_endpoint_auth_method, **_client_policy(row))
         result: dict[str, Any] = {"client_id": row.client_id, "client_secret": secret, "name": row.name,
                                   "token_endpoint_auth_method": row.token_endpoint_auth_method,
-                                  "redirect_uris": row.redirect_uris, "grant_types": row.grant_types}
+                                  "redirect_uris": row.redirect_uris, "grant_types": row.grant_types,
+                                  **_client_policy(row)}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"client_id:     {result['client_id']}")
         if secret:
             print(f"client_secret: {secret}\n\nThe secret is shown only this once; it is stored hashed.")
+    return 0
+
+
+def _client_policy(row: Client) -> dict[str, Any]:
+    return {"trusted": row.trusted, "require_mfa": row.require_mfa, "mfa_methods": row.mfa_methods,
+            "allow_trusted_device": row.allow_trusted_device}
+
+
+def cmd_clients_update(args: argparse.Namespace) -> int:
+    """Change a client's consent and second-factor settings; audited as ``client.updated`` with before/after."""
+    changes: dict[str, Any] = {}
+    if args.require_mfa is not None:
+        changes["require_mfa"] = args.require_mfa
+    if args.mfa_method:
+        changes["mfa_methods"] = args.mfa_method
+    elif args.any_mfa_method:
+        changes["mfa_methods"] = None
+    if args.trusted is not None:
+        changes["trusted"] = args.trusted
+    if args.trusted_device is not None:
+        changes["allow_trusted_device"] = args.trusted_device
+    services = _services()
+    with unit_of_work(services.sessions) as db:
+        row = find_client(db, args.client_id)
+        if row is None:
+            raise CommandError(f"no client {args.client_id!r}")
+        try:
+            before, after = update_policy(row, changes)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from exc
+        if after:
+            audit.record(db, "client.updated", client_id=row.client_id, before=before, after=after,
+                         at=services.now())
+        result = {"client_id": row.client_id, "name": row.name, **_client_policy(row), "changed": sorted(after)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        changed = ", ".join(f"{key} {before[key]!r} -> {after[key]!r}" for key in sorted(after))
+        print(f"updated client {result['client_id']}: {changed}" if after else
+              f"client {result['client_id']} unchanged")
     return 0
 
 
@@ -251,6 +350,33 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_ldap(args: argparse.Namespace) -> int:
+    from directory_sync.cli import sync_ldap
+    from idp import migrate
+
+    services = _services()
+    try:
+        if services.settings.is_embedded_database:
+            migrate.upgrade(services.engine)
+        elif not migrate.is_current(services.engine):
+            raise CommandError("the database schema is not current: run `idp db upgrade` first")
+        return sync_ldap(services, source=args.source, full=args.full, dry_run=args.dry_run, force=args.force,
+                         json_output=args.json)
+    finally:
+        # Close the pool's connections now: a cron job should not leave them to the garbage collector.
+        services.engine.dispose()
+
+
+def cmd_sync_history(args: argparse.Namespace) -> int:
+    from directory_sync.cli import history
+
+    services = _services()
+    try:
+        return history(services, source=args.source, limit=args.limit, json_output=args.json)
+    finally:
+        services.engine.dispose()
+
+
 def cmd_config_reference(args: argparse.Namespace) -> int:
     print(reference_markdown())
     return 0
@@ -289,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls = users.add_parser("list", help="list users")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_users_list)
+    show = users.add_parser("show", help="a user's groups, roles, second factors, sessions and trusted browsers")
+    show.add_argument("username")
+    show.add_argument("--json", action="store_true", help="print the result as JSON")
+    show.set_defaults(func=cmd_users_show)
+    reset = users.add_parser("reset-mfa", help="remove all second factors, recovery codes and trusted browsers and "
+                                               "end the sessions; a new factor is set up at the next sign-in")
+    reset.add_argument("username")
+    reset.add_argument("--json", action="store_true", help="print the result as JSON")
+    reset.set_defaults(func=cmd_users_reset_mfa)
 
     clients = sub.add_parser("clients", help="OAuth clients").add_subparsers(dest="clients_command", required=True)
     cadd = clients.add_parser("add", help="register a client; prints client_id and, once, client_secret")
@@ -308,8 +443,37 @@ def build_parser() -> argparse.ArgumentParser:
     cadd.add_argument("--trusted", action="store_true", help="skip the consent page (first-party tools)")
     cadd.add_argument("--id-token-alg", choices=["ES256", "RS256"], default="ES256",
                       help="ID token signing algorithm (default ES256)")
+    cadd.add_argument("--require-mfa", action="store_true", default=None,
+                      help="every sign-in to this client needs a second factor")
+    cadd.add_argument("--mfa-method", action="append", choices=MFA_METHODS,
+                      help="second factor the client accepts (repeatable; default every allowed one)")
+    cadd.add_argument("--no-trusted-device", action="store_true",
+                      help="a browser trusted for the workday never replaces the second factor here")
     cadd.add_argument("--json", action="store_true", help="print one JSON object with client_id and client_secret")
     cadd.set_defaults(func=cmd_clients_add)
+    cupd = clients.add_parser("update", help="change a client's consent and second-factor settings")
+    cupd.add_argument("client_id", help="the client's id (after the options and `--` if it starts with -)")
+    mfa_flag = cupd.add_mutually_exclusive_group()
+    mfa_flag.add_argument("--require-mfa", dest="require_mfa", action="store_const", const=True,
+                          help="every sign-in to this client needs a second factor")
+    mfa_flag.add_argument("--no-require-mfa", dest="require_mfa", action="store_const", const=False,
+                          help="the groups' and the global policy decide")
+    methods = cupd.add_mutually_exclusive_group()
+    methods.add_argument("--mfa-method", action="append", choices=MFA_METHODS,
+                         help="second factor the client accepts (repeatable; replaces the list)")
+    methods.add_argument("--any-mfa-method", action="store_true", help="accept every second factor the policy allows")
+    trusted = cupd.add_mutually_exclusive_group()
+    trusted.add_argument("--trusted", dest="trusted", action="store_const", const=True,
+                         help="skip the consent page (first-party tools)")
+    trusted.add_argument("--no-trusted", dest="trusted", action="store_const", const=False,
+                         help="ask for consent")
+    device = cupd.add_mutually_exclusive_group()
+    device.add_argument("--trusted-device", dest="trusted_device", action="store_const", const=True,
+                        help="a trusted browser may replace the second factor where the policy allows it")
+    device.add_argument("--no-trusted-device", dest="trusted_device", action="store_const", const=False,
+                        help="a trusted browser never replaces the second factor here")
+    cupd.add_argument("--json", action="store_true", help="print the client's settings as JSON")
+    cupd.set_defaults(func=cmd_clients_update)
     cls = clients.add_parser("list", help="list clients")
     cls.add_argument("--json", action="store_true")
     cls.set_defaults(func=cmd_clients_list)
@@ -319,6 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     kls = keys.add_parser("list", help="list signing keys")
     kls.add_argument("--json", action="store_true")
     kls.set_defaults(func=cmd_keys_list)
+
+    sync = sub.add_parser("sync", help="mirror accounts from directories").add_subparsers(dest="sync_command",
+                                                                                       required=True)
+    ldap = sync.add_parser("ldap", help="sync accounts and groups from the [[directory.sources]] now",
+                           description="Exit status: 0 done, 1 failed or busy, 3 refused by the safety guard.")
+    ldap.add_argument("--source", help="only this source (default: all)")
+    ldap.add_argument("--full", action="store_true", help="read every account, not only the changed ones")
+    ldap.add_argument("--dry-run", action="store_true", help="print the changes a run would make; change nothing")
+    ldap.add_argument("--force", action="store_true", help="apply a run the safety guard refuses")
+    ldap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ldap.set_defaults(func=cmd_sync_ldap)
+    shistory = sync.add_parser("history", help="list the latest sync runs, newest first")
+    shistory.add_argument("--source", help="only this source")
+    shistory.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    shistory.add_argument("--json", action="store_true", help="print the runs as JSON")
+    shistory.set_defaults(func=cmd_sync_history)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     config.add_parser("reference", help="print the configuration reference (Markdown)").set_defaults(

@@ -12,12 +12,13 @@ because a typo in a security setting must never silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,6 +103,17 @@ def _parse_list(value: object) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return tuple(value)
     raise ValueError("expected a list of strings (in the environment: comma-separated)")
+
+
+def _parse_headers(value: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError("expected a JSON object of headers in the environment") from exc
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("expected a table of header names and string values")
+    return tuple(value.items())
 
 
 def _choice(*allowed: str) -> Callable[[object], str]:
@@ -267,6 +279,346 @@ class BootstrapSettings:
     )
 
 
+MFA_METHODS = ("webauthn", "totp", "sms")
+
+
+def _parse_methods(value: object) -> tuple[str, ...]:
+    methods = _parse_list(value)
+    unknown = [m for m in methods if m not in MFA_METHODS]
+    if unknown:
+        raise ValueError(f"unknown second-factor methods {unknown}; known: {', '.join(MFA_METHODS)}")
+    return methods
+
+
+@dataclass(frozen=True)
+class MfaGroupPolicy:
+    """The second-factor policy of one group (``[mfa.groups."NAME"]``); unset keys follow ``[mfa]``."""
+
+    name: str
+    required: bool | None = None
+    methods: tuple[str, ...] | None = None
+    trusted_device: bool | None = None
+    deadline: date | None = None
+    """Before this day, members are reminded at every sign-in but may skip enrollment; from it, they must enroll."""
+
+
+def _parse_group_policies(value: object) -> tuple[MfaGroupPolicy, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError("expected a JSON object of group policies in the environment") from exc
+    if not isinstance(value, dict):
+        raise ValueError('expected tables [mfa.groups."NAME"]')
+    policies = []
+    for name, entry in value.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"[mfa.groups.{name}] must be a table")
+        unknown = set(entry) - {"required", "methods", "trusted_device", "deadline"}
+        if unknown:
+            raise ValueError(f"unknown keys in [mfa.groups.{name}]: {sorted(unknown)}")
+        deadline = entry.get("deadline")
+        if isinstance(deadline, str):
+            try:
+                deadline = date.fromisoformat(deadline)
+            except ValueError as exc:
+                raise ValueError(f"[mfa.groups.{name}] deadline must be a date like 2027-01-31") from exc
+        if deadline is not None and not isinstance(deadline, date):
+            raise ValueError(f"[mfa.groups.{name}] deadline must be a date like 2027-01-31")
+        policies.append(MfaGroupPolicy(
+            name=str(name),
+            required=_parse_bool(entry["required"]) if "required" in entry else None,
+            methods=_parse_methods(entry["methods"]) if "methods" in entry else None,
+            trusted_device=_parse_bool(entry["trusted_device"]) if "trusted_device" in entry else None,
+            deadline=deadline,
+        ))
+    return tuple(policies)
+
+
+@dataclass(frozen=True)
+class MfaSettings:
+    default: str = setting(
+        "required",
+        "`required`: every sign-in needs a second factor (the product's purpose); `optional`: only where a group, "
+        "a client or `acr_values` asks for one.",
+        _choice("required", "optional"),
+    )
+    methods: tuple[str, ...] = setting(
+        MFA_METHODS, "Second factors offered, in this order of preference.", _parse_methods,
+        example='["webauthn", "totp"]',
+    )
+    trusted_device: bool = setting(
+        True,
+        "Whether a user may trust a browser for the workday after a second factor, so that later sign-ins there "
+        "ask only for the password. Never satisfies phishing-resistant requests.",
+        _parse_bool,
+    )
+    trusted_device_lifetime: timedelta = setting(
+        timedelta(hours=12), "How long a trusted browser stays trusted.", parse_duration
+    )
+    grace_days: int = setting(
+        0, "Days a user who must use a second factor may still sign in without one (counted from the account's "
+        "creation or the last reset), with a reminder each time.", _parse_int,
+    )
+    groups: tuple[MfaGroupPolicy, ...] = setting(
+        (),
+        'Per-group policies: tables `[mfa.groups."Sozialamt"]` with `required`, `methods`, `trusted_device` and '
+        "`deadline` (a date: reminders before it, enforcement from it). The strictest policy of a user's groups "
+        "applies. In the environment: a JSON object.",
+        _parse_group_policies,
+    )
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    gateway: str = setting(
+        "log", "`log`: the message goes to the server log (development); `http`: POSTed as JSON to `url`.",
+        _choice("log", "http"),
+    )
+    url: str | None = setting(None, "The HTTP gateway's URL (body `{\"to\": \"+49...\", \"text\": \"...\"}`).",
+                              _parse_optional_str)
+    headers: tuple[tuple[str, str], ...] = setting(
+        (), "Headers sent to the gateway, e.g. an API key. In the environment: a JSON object.", _parse_headers,
+        example='{"Authorization": "Bearer ..."}',
+    )
+    timeout: timedelta = setting(timedelta(seconds=5), "Timeout of one request to the gateway.", parse_duration)
+    retries: int = setting(1, "Further tries after a failed request to the gateway.", _parse_int)
+    default_region: str = setting("DE", "Country assumed for phone numbers written without +country code.",
+                                  _parse_str)
+
+
+@dataclass(frozen=True)
+class WebAuthnSettings:
+    rp_name: str = setting("Municipal sign-in", "The name authenticators show for this service.", _parse_str)
+    user_verification: str = setting(
+        "preferred", "`preferred` or `required` (PIN or biometrics on the authenticator).",
+        _choice("preferred", "required", "discouraged"),
+    )
+    allowed_aaguids: tuple[str, ...] = setting(
+        (),
+        "Accept only authenticators of these models (AAGUIDs), e.g. keys issued by the municipality. Turns on "
+        "`direct` attestation, verified against `attestation_roots`.",
+        _parse_list,
+    )
+    attestation_roots: tuple[str, ...] = setting(
+        (), "PEM files of the vendors' attestation root certificates (needed with `allowed_aaguids`).", _parse_list
+    )
+
+
+DIRECTORY_PRESETS = ("active-directory", "openldap")
+DIRECTORY_ATTRIBUTES = (
+    "username", "id", "email", "display_name", "given_name", "family_name", "phone", "disabled", "changed",
+    "group_id", "group_name", "group_member", "group_member_uid",
+)
+"""What a source's ``attributes`` table may override: the IdP's names for the preset's LDAP attributes."""
+
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _source_field(default: Any, doc: str, *, required: bool = False, secret: bool = False) -> Any:
+    # Secrets stay out of the dataclass repr, so that a logged or printed settings object never shows them.
+    return field(default=default, repr=not secret, metadata={"source_doc": doc, "required": required})
+
+
+@dataclass(frozen=True)
+class DirectorySource:
+    """One directory that owns accounts: a table ``[[directory.sources]]`` (see ``docs/directory-sync.md``)."""
+
+    name: str = _source_field(
+        "", "Short name (`a-z`, `0-9`, `-`, `_`), stored on every account the source owns: never rename it.",
+        required=True)
+    url: tuple[str, ...] = _source_field(
+        (), "`ldap://host[:port]` or `ldaps://host[:port]`, or a list of them tried in order (failover).",
+        required=True)
+    preset: str = _source_field(
+        "", "`active-directory` or `openldap`: the attribute mapping, filters and change tracking to start from.",
+        required=True)
+    base_dn: str = _source_field("", "Where the accounts are searched (whole subtree).", required=True)
+    user_filter: str | None = _source_field(None, "LDAP filter selecting the accounts. Unset: the preset's.")
+    group_base_dn: str | None = _source_field(None, "Where the groups are searched. Unset: `base_dn`.")
+    group_filter: str | None = _source_field(None, "LDAP filter selecting the groups. Unset: the preset's.")
+    start_tls: bool = _source_field(False, "Upgrade `ldap://` connections with StartTLS; failing that, nothing "
+                                           "is sent (no fallback to plain text).")
+    ca_file: str | None = _source_field(None, "PEM file of the CA that signed the directory's certificate. "
+                                              "Unset: the system's trust store.")
+    allow_plaintext_bind: bool = _source_field(
+        False, "Allow sending passwords (the service account's and, with `authentication = \"bind\"`, the users') "
+               "over `ldap://` without StartTLS. Only for a directory on the same host.")
+    bind_dn: str | None = _source_field(None, "Service account used to read the directory. Unset: anonymous.")
+    bind_password: str | None = _source_field(None, "Its password (prefer `bind_password_file`).", secret=True)
+    bind_password_file: str | None = _source_field(None, "A file holding the service account's password.")
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = _source_field(
+        (), "Overrides of the preset's attribute mapping, e.g. `{ username = \"mail\", phone = [\"mobile\"] }`; "
+            f"keys: {', '.join(DIRECTORY_ATTRIBUTES)}.")
+    authentication: str = _source_field(
+        "bind", "`bind`: passwords are checked by binding to the directory as the user (none stored here); "
+                "`none`: the accounts sign in with passkeys only.")
+    interval: timedelta = _source_field(timedelta(minutes=5), "How often `idp serve` runs an incremental sync.")
+    full_interval: timedelta = _source_field(timedelta(hours=24), "How often the scheduled run is a full sync.")
+    timeout: timedelta = _source_field(timedelta(seconds=5), "Connect and response timeout of every directory "
+                                                             "request (sync and sign-in), per URL tried.")
+    page_size: int = _source_field(500, "Entries per page of a search (Active Directory returns at most 1000).")
+    max_disable_share: float = _source_field(
+        0.1, "A run that would disable more than this share of the source's active accounts (more than one) "
+             "changes nothing (`idp sync ldap --force` overrides). `0.1` or `\"10%\"`.")
+    retention: timedelta = _source_field(timedelta(days=30), "How long an account disabled by the sync is kept "
+                                                             "(and restored if it comes back) before deletion.")
+
+    def read_bind_password(self) -> str | None:
+        """The service account's password, read from ``bind_password_file`` at the moment it is needed."""
+        if self.bind_password is not None:
+            return self.bind_password
+        if self.bind_password_file is not None:
+            return Path(self.bind_password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        return None
+
+    def attribute_overrides(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.attributes)
+
+
+def _source_str_list(value: object, key: str) -> tuple[str, ...]:
+    if isinstance(value, str) and value.strip():
+        return (value.strip(),)
+    if isinstance(value, list) and value and all(isinstance(item, str) and item.strip() for item in value):
+        return tuple(item.strip() for item in value)
+    raise ValueError(f"{key} must be a string or a non-empty list of strings")
+
+
+def _parse_share(value: object) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        value = float(value.strip()[:-1]) / 100
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("max_disable_share must be a number between 0 and 1, or a percentage such as \"10%\"")
+    if not 0 <= float(value) <= 1:
+        raise ValueError("max_disable_share must lie between 0 and 1 (0 % and 100 %)")
+    return float(value)
+
+
+def _parse_source(entry: object, position: int) -> DirectorySource:
+    if not isinstance(entry, dict):
+        raise ValueError(f"source {position} must be a table [[directory.sources]]")
+    label = f"source {entry.get('name')!r}" if isinstance(entry.get("name"), str) else f"source {position}"
+    known = {f.name: f for f in dataclasses.fields(DirectorySource)}
+    unknown = sorted(set(entry) - set(known))
+    if unknown:
+        raise ValueError(f"{label}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    missing = [name for name, f in known.items() if f.metadata["required"] and name not in entry]
+    if missing:
+        raise ValueError(f"{label}: missing {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for key, raw in entry.items():
+        try:
+            if key == "url":
+                values[key] = _source_str_list(raw, key)
+            elif key == "attributes":
+                if not isinstance(raw, dict):
+                    raise ValueError("attributes must be a table such as { username = \"uid\" }")
+                bad = sorted(set(raw) - set(DIRECTORY_ATTRIBUTES))
+                if bad:
+                    raise ValueError(f"unknown attribute {', '.join(bad)} (known: {', '.join(DIRECTORY_ATTRIBUTES)})")
+                values[key] = tuple((name, _source_str_list(raw[name], f"attributes.{name}")) for name in raw)
+            elif key in {"start_tls", "allow_plaintext_bind"}:
+                values[key] = _parse_bool(raw)
+            elif key in {"interval", "full_interval", "timeout", "retention"}:
+                values[key] = parse_duration(raw)
+            elif key == "page_size":
+                values[key] = _parse_positive_int(raw)
+                if values[key] > 10000:
+                    raise ValueError("must be at most 10000")
+            elif key == "max_disable_share":
+                values[key] = _parse_share(raw)
+            elif key == "preset":
+                values[key] = _choice(*DIRECTORY_PRESETS)(raw)
+            elif key == "authentication":
+                values[key] = _choice("bind", "none")(raw)
+            else:
+                text = _parse_str(raw).strip()
+                if not text:
+                    raise ValueError("must not be empty")
+                values[key] = text
+        except ValueError as exc:
+            raise ValueError(f"{label}: {key}: {exc}") from exc
+    source = DirectorySource(**values)
+    problems = []
+    if not _SOURCE_NAME.fullmatch(source.name) or source.name == "local":
+        problems.append("name must be 1-64 characters a-z, 0-9, - or _ (and not \"local\")")
+    for url in source.url:
+        parts = urlsplit(url)
+        if parts.scheme not in {"ldap", "ldaps"} or not parts.hostname or parts.path not in {"", "/"}:
+            problems.append(f"url {url!r} is not ldap://host[:port] or ldaps://host[:port]")
+        elif parts.scheme == "ldaps" and source.start_tls:
+            problems.append(f"url {url!r}: start_tls is for ldap:// URLs (ldaps:// is encrypted already)")
+    if source.bind_password is not None and source.bind_password_file is not None:
+        problems.append("bind_password and bind_password_file: set only one")
+    if source.bind_dn and source.bind_password is None and source.bind_password_file is None:
+        problems.append("bind_dn needs bind_password or bind_password_file")
+    if source.bind_password_file is not None and not Path(source.bind_password_file).is_file():
+        problems.append(f"bind_password_file {source.bind_password_file} does not exist")
+    if source.ca_file is not None and not Path(source.ca_file).is_file():
+        problems.append(f"ca_file {source.ca_file} does not exist")
+    sends_passwords = source.bind_dn is not None or source.authentication == "bind"
+    cleartext = [url for url in source.url if url.startswith("ldap://") and not source.start_tls]
+    if sends_passwords and cleartext and not source.allow_plaintext_bind:
+        # RFC 4513 6.3.1: simple binds only over a protected connection; plaintext must be a visible decision.
+        problems.append(f"{cleartext[0]} would send passwords in clear text: use ldaps://, start_tls = true, "
+                        "or (only for a directory on the same host) allow_plaintext_bind = true")
+    if problems:
+        raise ValueError(f"{label}: " + "; ".join(problems))
+    return source
+
+
+def _parse_sources(value: object) -> tuple[DirectorySource, ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError("expected a JSON list of sources in the environment") from exc
+    if not isinstance(value, list):
+        raise ValueError("expected tables [[directory.sources]]")
+    sources = tuple(_parse_source(entry, position) for position, entry in enumerate(value, start=1))
+    names = [source.name for source in sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+    return sources
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    sources: tuple[DirectorySource, ...] = setting(
+        (),
+        "Directories (Active Directory, OpenLDAP) whose accounts and groups are mirrored: one table "
+        "`[[directory.sources]]` each, with the keys listed below. In the environment: a JSON list.",
+        _parse_sources,
+    )
+    schedule: bool = setting(
+        True,
+        "Whether `idp serve` syncs each source on its `interval` (one process at a time, by a lease in the "
+        "database). Turn off where `idp sync ldap` runs from cron instead.",
+        _parse_bool,
+    )
+
+    def source(self, name: str) -> DirectorySource | None:
+        return next((source for source in self.sources if source.name == name), None)
+
+
+def _directory_source_reference() -> list[str]:
+    lines = ["### `[[directory.sources]]`", "", "| key | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(DirectorySource):
+        default = f.default
+        if f.metadata["required"]:
+            shown = "(required)"
+        elif isinstance(default, timedelta):
+            shown = f"`{_format_duration(default)}`"
+        elif default is None or default == ():
+            shown = "(unset)"
+        else:
+            shown = f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        lines.append(f"| `{f.name}` | {shown} | {f.metadata['source_doc']} |")
+    lines.append("")
+    return lines
+
+
 @dataclass(frozen=True)
 class Settings:
     issuer: str = setting(
@@ -301,6 +653,10 @@ class Settings:
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     logout: LogoutSettings = field(default_factory=LogoutSettings)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    mfa: MfaSettings = field(default_factory=MfaSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    webauthn: WebAuthnSettings = field(default_factory=WebAuthnSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
 
     @property
     def database_url(self) -> str:
@@ -419,6 +775,10 @@ def _check_consistency(settings: Settings) -> None:
         errors.append("[keys] rsa_bits must be at least 3072")
     if settings.session.idle_timeout > settings.session.absolute_lifetime:
         errors.append("[session] idle_timeout must not exceed absolute_lifetime")
+    if settings.sms.gateway == "http" and urlsplit(settings.sms.url or "").scheme not in {"http", "https"}:
+        errors.append("[sms] url (IDP_SMS_URL) must be an http(s) URL when gateway is http")
+    if settings.sms.retries < 0:
+        errors.append("[sms] retries must not be negative")
     if settings.env == "production":
         if not settings.is_https:
             errors.append("issuer must be https in production")
@@ -461,4 +821,6 @@ def reference_markdown() -> str:
                 doc += f" Example: `{f.metadata['example']}`."
             lines.append(f"| `{f.name}` | `{env_name(section, f.name)}` | `{shown}` | {doc} |")
         lines.append("")
+        if section == "directory":
+            lines += _directory_source_reference()
     return "\n".join(lines)

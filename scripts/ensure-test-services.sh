@@ -34,3 +34,22 @@ pg_isready -h 127.0.0.1 -p 5432
 if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
   psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null
 fi
+
+# Chromium for the browser tests (tests/browser: WebAuthn through its virtual authenticator). Debian's
+# package, driven by Playwright through its path: `playwright install` would download a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+
+# OpenLDAP for the directory tests (tests/directory) and the sync benchmark: the binaries only. The tests start
+# their own slapd on a free loopback port with a configuration in a temporary folder; the system's slapd, which
+# the package sets up, is never used (and not started here).
+if ! command -v slapd >/dev/null 2>&1 && [ ! -x /usr/sbin/slapd ] || ! command -v ldapadd >/dev/null 2>&1; then
+  echo "installing slapd and ldap-utils"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq slapd ldap-utils >/dev/null
+fi

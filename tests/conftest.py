@@ -86,6 +86,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settin
         # Cheap argon2 in tests; the production cost is measured by the benchmarks, not here.
         "IDP_PASSWORDS_ARGON2_TIME_COST": "1",
         "IDP_PASSWORDS_ARGON2_MEMORY_COST": "1024",
+        # The protocol tests sign in with a password only; the second-factor tests set "required".
+        "IDP_MFA_DEFAULT": "optional",
         **overrides,
     }
     return load_settings(environ=environ)

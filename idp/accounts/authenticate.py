@@ -18,14 +18,17 @@ from idp import audit
 from idp.accounts import throttle
 from idp.accounts.passwords import Passwords, is_acceptable_input
 from idp.accounts.users import find_user, normalize_username
-from idp.config import ThrottleSettings
-from idp.models import User
+from idp.config import DirectorySettings, ThrottleSettings
+from idp.models import DirectoryAccount, User
 
 
 class Outcome(enum.Enum):
     OK = "ok"
     INVALID = "invalid"
     THROTTLED = "throttled"
+    UNAVAILABLE = "unavailable"
+    """A directory account's password could not be checked because its directory did not answer; this is
+    not counted as a failed attempt (security case 53)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ def check_password(
     now: datetime,
     origin: audit.Origin,
     client_id: str | None = None,
+    directory: DirectorySettings | None = None,
 ) -> PasswordCheck:
+    """Check a sign-in. Accounts owned by a directory source (``directory``) are checked by an LDAP bind."""
     limits = _limits(settings, username, origin.ip)
     policy = throttle.Policy(settings.first_delay, settings.max_delay, settings.forget_after)
     blocked = throttle.reserve_attempt(db, limits, now, policy)
@@ -79,6 +84,9 @@ def check_password(
         return PasswordCheck(Outcome.THROTTLED, retry_after=blocked.retry_after)
 
     user = find_user(db, username) if username else None
+    if user is not None and user.source != "local" and directory is not None:
+        return _check_directory_password(db, passwords, directory, user, password, limits, now=now, origin=origin,
+                                         client_id=client_id)
     acceptable = is_acceptable_input(password)
     valid = passwords.verify(user.password_hash if user and acceptable else None, password)
     if user is None or not valid or not user.is_active:
@@ -99,4 +107,57 @@ def check_password(
     user.last_login_at = now
     audit.record(db, "login.password", origin=origin, actor=user.sub, subject=user.username,
                  client_id=client_id, at=now)
+    return PasswordCheck(Outcome.OK, user=user)
+
+
+def _check_directory_password(
+    db: Session,
+    passwords: Passwords,
+    directory: DirectorySettings,
+    user: User,
+    password: str,
+    limits: list[throttle.Limit],
+    *,
+    now: datetime,
+    origin: audit.Origin,
+    client_id: str | None,
+) -> PasswordCheck:
+    # Imported here: the directory package builds on idp, and only this path needs it.
+    from directory_sync.bind import BindOutcome, is_blank, verify_password
+
+    def refuse(reason: str, **details: str | None) -> PasswordCheck:
+        audit.record(db, "login.password", outcome="failure", origin=origin, subject=user.username,
+                     client_id=client_id, reason=reason, source=user.source, at=now, **details)
+        return PasswordCheck(Outcome.INVALID)
+
+    # A local check costs one argon2 run; so does this one, so that timing does not tell directory accounts
+    # from local or unknown ones (security case 31). No password of a directory account is ever stored.
+    passwords.verify(None, password)
+    source = directory.source(user.source)
+    link = db.get(DirectoryAccount, user.id)
+    if source is None or link is None:
+        return refuse("unknown_source")
+    if not user.is_active:
+        return refuse("disabled")
+    if source.authentication != "bind":
+        return refuse("no_password")
+    if is_blank(password):
+        # Never sent: a bind with an empty password is an unauthenticated bind that succeeds (RFC 4513 5.1.2).
+        return refuse("empty_password")
+    if not is_acceptable_input(password):
+        return refuse("wrong_password")
+    result = verify_password(source, link.external_id, password)
+    if result.outcome is BindOutcome.UNAVAILABLE:
+        # The attempt said nothing about the password: give the reserved attempt back (security case 53).
+        throttle.record_success(db, limits, reset=set())
+        audit.record(db, "login.password", outcome="failure", origin=origin, subject=user.username,
+                     client_id=client_id, reason="directory_unavailable", source=user.source, detail=result.detail,
+                     at=now)
+        return PasswordCheck(Outcome.UNAVAILABLE)
+    if result.outcome is not BindOutcome.OK:
+        return refuse(result.outcome.value)
+    throttle.record_success(db, limits, reset={limits[0].key})
+    user.last_login_at = now
+    audit.record(db, "login.password", origin=origin, actor=user.sub, subject=user.username, client_id=client_id,
+                 source=user.source, at=now)
     return PasswordCheck(Outcome.OK, user=user)

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -29,8 +29,20 @@ from idp import audit
 from idp.accounts import sessions
 from idp.accounts.authenticate import Outcome, check_password
 from idp.crypto import random_token
+from idp.factors import trusted_devices
+from idp.factors.policy import Requirement
+from idp.login import mfa
 from idp.login.policy import Interaction, consent_needed, login_needed
-from idp.models import Client, Consent, LoginTransaction, SsoSession
+from idp.login.transactions import (
+    browser_id,
+    client_name,
+    client_pub_id,
+    csrf_binding,
+    current_session,
+    expired_page,
+    load_transaction,
+)
+from idp.models import Consent, LoginTransaction, SsoSession, User
 from idp.oauth.grants import Authentication
 from idp.oauth.logout import end_session
 from idp.oauth.requests import Request as OAuthRequest
@@ -39,7 +51,6 @@ from idp.oauth.server import OAuthResponse
 from idp.web import cookies, csrf
 from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_fields, read_form
 
-ACR_SFA = "https://refeds.org/profile/sfa"
 SCOPE_TEXTS = {
     "openid": "Confirm who you are",
     "profile": "Your name and username",
@@ -68,16 +79,6 @@ def _invalid_request_page(ctx: AppContext, error: OAuth2Error) -> Response:
                            detail=f"{error.error}: {error.description or ''}".strip(": "))
 
 
-def _browser_id(ctx: AppContext, request: Request) -> tuple[str, bool]:
-    value = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.BROWSER))
-    if value and 20 <= len(value) <= 64:
-        return value, False
-    return random_token(24), True
-
-
-def _current_session(ctx: AppContext, scope: RequestScope, request: Request) -> sessions.CurrentSession | None:
-    value = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.SESSION))
-    return sessions.find_session(scope.db, ctx.services.hasher, ctx.services.settings.session, value, scope.now)
 
 
 def _params_of(oreq: OAuthRequest) -> dict[str, str]:
@@ -93,9 +94,15 @@ def _granted_scopes(scope: RequestScope, user_id: int, client_id: int) -> set[st
     return set(row.scopes) if row else set()
 
 
+def _requirement(ctx: AppContext, oreq: OAuthRequest, grant: Any, user: User, now: Any) -> Requirement:
+    return mfa.requirement_for(ctx.services, user, grant.client.row, oreq.payload.data.get("acr_values"), now)
+
+
 def _issue_code(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant: Any,
                 current: SsoSession) -> Response:
     sessions.touch(current, scope.now)
+    need = _requirement(ctx, oreq, grant, current.user, scope.now)
+    current.acr = mfa.acr_for(current, need)
     scope.extras["authentication"] = Authentication(
         session=current, auth_time=current.authenticated_at, acr=current.acr, amr=list(current.amr),
         acr_values=oreq.payload.data.get("acr_values"),
@@ -105,19 +112,39 @@ def _issue_code(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant:
 
 
 def _decide(ctx: AppContext, scope: RequestScope, oreq: OAuthRequest, grant: Any,
-            current: sessions.CurrentSession | None, signed_in_here: bool) -> Interaction | None:
+            current: sessions.CurrentSession | None, signed_in_here: bool,
+            tx: LoginTransaction | None = None) -> Interaction | None:
     data = _params_of(oreq)
     max_age = int(data["max_age"]) if data.get("max_age") is not None else None
     need = login_needed(current, prompts=_prompts(data), max_age=max_age, signed_in_during_request=signed_in_here,
                         now=scope.now)
     if need is not None or current is None:
         return need
+    required = _requirement(ctx, oreq, grant, current.row.user, scope.now)
+    skipped = bool(tx is not None and tx.params.get("mfa_skipped"))
+    factor = mfa.second_factor_needed(scope.db, current.row, required, skipped=skipped, now=scope.now)
+    if factor is not None:
+        return factor
     return consent_needed(
         prompts=_prompts(data),
         client_trusted=grant.client.row.trusted,
         granted_scopes=_granted_scopes(scope, current.row.user_id, grant.client.row.id),
         requested_scopes=set(scope_to_list(grant.request.scope) or []),
     )
+
+
+PAGE_FOR = {"login": "/login/{tx}", "second_factor": "/login/{tx}/factor", "enroll": "/login/{tx}/enroll",
+            "consent": "/consent/{tx}"}
+
+
+def _go_to(tx: LoginTransaction, need: Interaction, current: sessions.CurrentSession | None = None) -> Response:
+    """Send the browser to the page that asks for ``need``, remembering why a password is asked."""
+    if need.kind == "login":
+        tx.params = {**tx.params, "login_reason": need.reason}
+    elif current is not None and tx.session_id is None:
+        # A step-up: the session proved the password earlier; the next pages continue with it.
+        tx.session_id = current.row.id
+    return RedirectResponse(PAGE_FOR[need.kind].format(tx=tx.id), status_code=303)
 
 
 def _start_transaction(ctx: AppContext, scope: RequestScope, params: list[tuple[str, str]], client_id: int,
@@ -147,7 +174,7 @@ async def authorize(request: Request) -> Response:
             params += await read_form(request)
     except MalformedRequest as exc:
         return ctx.pages.error(400, "The application sent an invalid sign-in request", str(exc))
-    browser, new_browser = _browser_id(ctx, request)
+    browser, new_browser = browser_id(ctx, request)
 
     def work(scope: RequestScope) -> Response:
         oreq = _oauth_request(ctx, request, params)
@@ -162,51 +189,31 @@ async def authorize(request: Request) -> Response:
             audit.record(scope.db, "authorize.refused", outcome="failure", origin=scope.origin, client_id=claimed,
                          error=error.error, at=scope.now)
             return _invalid_request_page(ctx, error)
-        current = _current_session(ctx, scope, request)
+        current = current_session(ctx, scope, request)
         need = _decide(ctx, scope, oreq, grant, current, signed_in_here=False)
         if need is None:
             assert current is not None
             return _issue_code(ctx, scope, oreq, grant, current.row)
         if "none" in _prompts(_params_of(oreq)):
-            error_cls = LoginRequiredError if need.kind == "login" else ConsentRequiredError
+            error_cls = {"login": LoginRequiredError, "consent": ConsentRequiredError}.get(
+                need.kind, InteractionRequiredError)
             return _error_redirect(ctx, oreq, error_cls(redirect_uri=grant.redirect_uri, state=oreq.payload.state))
         tx = _start_transaction(ctx, scope, params, grant.client.row.id, browser)
-        target = "login" if need.kind == "login" else "consent"
-        return RedirectResponse(f"/{target}/{tx.id}", status_code=303)
+        return _go_to(tx, need, current)
 
     return _with_browser_cookie(ctx, await ctx.transaction(ctx.origin(request), work), browser, new_browser)
 
 
-def _load_transaction(ctx: AppContext, scope: RequestScope, request: Request, tx_id: str) -> LoginTransaction | None:
-    tx = scope.db.get(LoginTransaction, tx_id) if len(tx_id) <= 64 else None
-    browser = request.cookies.get(cookies.cookie_name(ctx.services.settings, cookies.BROWSER))
-    if tx is None or tx.completed_at is not None or tx.expires_at <= scope.now or browser is None:
-        return None
-    if not ctx.services.hasher.matches(browser, tx.browser_hash):
-        return None
-    return tx
 
 
-def _expired_page(ctx: AppContext) -> Response:
-    return ctx.pages.error(400, "This sign-in has expired",
-                           "Please return to the application and start the sign-in again.")
-
-
-def _csrf_binding(tx: LoginTransaction) -> str:
-    return f"tx:{tx.id}:{tx.browser_hash}"
-
-
-def _client_name(scope: RequestScope, tx: LoginTransaction) -> str:
-    client = scope.db.get(Client, tx.client_id)
-    return client.name if client else ""
 
 
 def _login_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, *, error: str | None = None,
                 username: str = "", status: int = 200) -> Response:
     pairs = dict(tx.params["pairs"])
     return ctx.pages.render(
-        "login.html", status=status, action=f"/login/{tx.id}", client_name=_client_name(scope, tx),
-        csrf_token=csrf.make_token(ctx.services.csrf_key, "login", _csrf_binding(tx)),
+        "login.html", status=status, action=f"/login/{tx.id}", client_name=client_name(scope, tx),
+        csrf_token=csrf.make_token(ctx.services.csrf_key, "login", csrf_binding(tx)),
         username=username or pairs.get("login_hint", "")[:255], error=error,
     )
 
@@ -216,8 +223,8 @@ async def login_page(request: Request) -> Response:
     tx_id = request.path_params["tx"]
 
     def work(scope: RequestScope) -> Response:
-        tx = _load_transaction(ctx, scope, request, tx_id)
-        return _expired_page(ctx) if tx is None else _login_page(ctx, scope, tx)
+        tx = load_transaction(ctx, scope, request, tx_id)
+        return expired_page(ctx) if tx is None else _login_page(ctx, scope, tx)
 
     return await ctx.transaction(ctx.origin(request), work)
 
@@ -234,16 +241,22 @@ async def login_submit(request: Request) -> Response:
     password = form.get("password", "")
 
     def work(scope: RequestScope) -> Response:
-        tx = _load_transaction(ctx, scope, request, tx_id)
+        tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
-            return _expired_page(ctx)
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "login", _csrf_binding(tx)):
+            return expired_page(ctx)
+        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "login", csrf_binding(tx)):
             return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
         if len(username) > 255 or len(password) > 1024:
             return _login_page(ctx, scope, tx, error="Username or password is incorrect.", status=400)
-        client_id = _client_pub_id(scope, tx)
+        client_id = client_pub_id(scope, tx)
         result = check_password(scope.db, ctx.services.passwords, ctx.services.settings.throttle, username, password,
-                                now=scope.now, origin=origin, client_id=client_id)
+                                now=scope.now, origin=origin, client_id=client_id,
+                                directory=ctx.services.settings.directory)
+        if result.outcome is Outcome.UNAVAILABLE:
+            # Not the person's fault and not counted as a failure: say so plainly (security case 53).
+            return _login_page(ctx, scope, tx, username=username, status=503,
+                               error="Your password cannot be checked right now because the directory service "
+                                     "does not answer. Please try again in a few minutes.")
         if result.outcome is Outcome.THROTTLED:
             assert result.retry_after is not None
             seconds = max(1, int(result.retry_after.total_seconds()))
@@ -252,34 +265,51 @@ async def login_submit(request: Request) -> Response:
         if result.outcome is Outcome.INVALID:
             return _login_page(ctx, scope, tx, username=username, error="Username or password is incorrect.")
         assert result.user is not None
-        current = _current_session(ctx, scope, request)
-        amr, acr = ["pwd"], ACR_SFA
-        if current is not None and current.row.user_id == result.user.id:
-            cookie = sessions.reauthenticate(scope.db, ctx.services.hasher, current.row, amr=amr, acr=acr,
-                                             now=scope.now)
-            row = current.row
-        else:
-            if current is not None:
-                end_session(scope.db, ctx.services, current.row, reason="other_user_signed_in", now=scope.now,
-                            origin=origin)
-            cookie, row = sessions.create_session(scope.db, ctx.services.hasher, ctx.services.settings.session,
-                                                  result.user, amr=amr, acr=acr, now=scope.now, origin=origin)
-        tx.session_id = row.id
-        tx.authenticated_at = scope.now
-        audit.record(scope.db, "login", origin=origin, actor=result.user.sub, subject=result.user.username,
-                     client_id=client_id, sid=row.sid, amr=amr, at=scope.now)
-        response = RedirectResponse(f"/authorize/resume/{tx.id}", status_code=303)
-        cookies.set_cookie(response, ctx.services.settings, cookies.SESSION, cookie)
-        return response
+        methods = ["password"]
+        trusted_cookie = request.cookies.get(cookies.cookie_name(ctx.services.settings, trusted_devices.COOKIE))
+        if trusted_devices.is_trusted(scope.db, ctx.services.hasher, result.user, trusted_cookie, scope.now):
+            methods.append("trusted_device")
+        return sign_in(ctx, scope, request, tx, result.user, methods,
+                       RedirectResponse(f"/authorize/resume/{tx.id}", status_code=303), resume_idle=True)
 
     response = await ctx.transaction(origin, work)
     ctx.sender.wake()
     return response
 
 
-def _client_pub_id(scope: RequestScope, tx: LoginTransaction) -> str | None:
-    client = scope.db.get(Client, tx.client_id)
-    return client.client_id if client else None
+def sign_in(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction, user: User,
+            methods: list[str], response: Response, *, resume_idle: bool = False,
+            webauthn_amr: list[str] | None = None) -> Response:
+    """The first step succeeded (a password, or a passkey): open the SSO session or re-authenticate this
+    browser's, bind it to the transaction, audit it and set the session cookie on ``response``.
+
+    ``resume_idle``: after inactivity a password resumes the session with the methods it had proved. The
+    caller wakes ``ctx.sender`` after the unit of work (a different user's session may have been ended).
+    """
+    current = current_session(ctx, scope, request)
+    if current is not None and current.row.user_id == user.id:
+        row = current.row
+        if resume_idle and tx.params.get("login_reason") == "session_idle":
+            # After inactivity the password alone resumes the session: its second factor still holds
+            # (NIST SP 800-63B-4 2.2.3). A forced sign-in (prompt=login, max_age) starts afresh.
+            methods = [*row.methods, *methods]
+            # So does what its security key said (hwk or swk, user), which the amr keeps naming.
+            webauthn_amr = [*(webauthn_amr or []), *(v for v in row.amr if v in mfa.WEBAUTHN_AMR)]
+        cookie = sessions.reauthenticate(scope.db, ctx.services.hasher, row, amr=[], acr=None, now=scope.now)
+    else:
+        if current is not None:
+            end_session(scope.db, ctx.services, current.row, reason="other_user_signed_in", now=scope.now,
+                        origin=scope.origin)
+        cookie, row = sessions.create_session(scope.db, ctx.services.hasher, ctx.services.settings.session,
+                                              user, amr=[], acr=None, now=scope.now, origin=scope.origin)
+    mfa.start_methods(row, methods, scope.now, webauthn_amr=webauthn_amr or [])
+    tx.session_id = row.id
+    tx.authenticated_at = scope.now
+    audit.record(scope.db, "login", origin=scope.origin, actor=user.sub, subject=user.username,
+                 client_id=client_pub_id(scope, tx), sid=row.sid, amr=row.amr, at=scope.now)
+    cookies.set_cookie(response, ctx.services.settings, cookies.SESSION, cookie)
+    return response
+
 
 
 def _resume_grant(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction
@@ -294,7 +324,7 @@ def _resume_grant(ctx: AppContext, scope: RequestScope, request: Request, tx: Lo
 
 def _session_for(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction
                  ) -> tuple[sessions.CurrentSession | None, bool]:
-    current = _current_session(ctx, scope, request)
+    current = current_session(ctx, scope, request)
     signed_in_here = bool(current and tx.session_id == current.row.id and tx.authenticated_at is not None
                           and tx.authenticated_at >= current.row.authenticated_at)
     return current, signed_in_here
@@ -305,23 +335,61 @@ async def resume(request: Request) -> Response:
     tx_id = request.path_params["tx"]
 
     def work(scope: RequestScope) -> Response:
-        tx = _load_transaction(ctx, scope, request, tx_id)
+        tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
-            return _expired_page(ctx)
+            return expired_page(ctx)
+        if tx.client_id is None:
+            return _resume_internal(ctx, scope, request, tx)
         resumed = _resume_grant(ctx, scope, request, tx)
         if isinstance(resumed, Response):
             return resumed
         oreq, grant = resumed
         current, signed_in_here = _session_for(ctx, scope, request, tx)
-        need = _decide(ctx, scope, oreq, grant, current, signed_in_here)
+        need = _decide(ctx, scope, oreq, grant, current, signed_in_here, tx)
         if need is None:
             assert current is not None
             tx.completed_at = scope.now
             return _issue_code(ctx, scope, oreq, grant, current.row)
-        target = "login" if need.kind == "login" else "consent"
-        return RedirectResponse(f"/{target}/{tx.id}", status_code=303)
+        return _go_to(tx, need, current)
 
     return await ctx.transaction(ctx.origin(request), work)
+
+
+def _resume_internal(ctx: AppContext, scope: RequestScope, request: Request, tx: LoginTransaction) -> Response:
+    """A sign-in for the IdP's own pages (``/account``): the same steps, then back to ``return_to``."""
+    current, signed_in_here = _session_for(ctx, scope, request, tx)
+    prompts = {"login"} if tx.params.get("fresh") else set()
+    need = login_needed(current, prompts=prompts, max_age=None, signed_in_during_request=signed_in_here,
+                        now=scope.now)
+    if need is None and current is not None:
+        required = mfa.requirement_for(ctx.services, current.row.user, None, None, scope.now)
+        if tx.params.get("fresh"):
+            # Before a factor is bound or removed: the second factor itself, not a trusted browser.
+            required = mfa.reauthentication_requirement(scope.db, current.row.user, required)
+        need = mfa.second_factor_needed(scope.db, current.row, required,
+                                        skipped=bool(tx.params.get("mfa_skipped")), now=scope.now)
+    if need is not None:
+        return _go_to(tx, need, current)
+    assert current is not None
+    sessions.touch(current.row, scope.now)
+    tx.completed_at = scope.now
+    return RedirectResponse(str(tx.params["return_to"]), status_code=303)
+
+
+def begin_internal_sign_in(ctx: AppContext, scope: RequestScope, request: Request, *, return_to: str,
+                           fresh: bool) -> Response:
+    """Send the browser through sign-in (``fresh``: password and second factor again, e.g. before removing a
+    factor) and then to ``return_to``, a path on this server."""
+    assert return_to.startswith("/") and not return_to.startswith("//"), "return_to must be a local path"
+    browser, new = browser_id(ctx, request)
+    tx = LoginTransaction(
+        id=random_token(24), browser_hash=ctx.services.hasher.hash(browser), client_id=None,
+        params={"pairs": [], "return_to": return_to, "fresh": fresh}, created_at=scope.now,
+        expires_at=scope.now + ctx.services.settings.session.login_timeout,
+    )
+    scope.db.add(tx)
+    scope.db.flush()
+    return _with_browser_cookie(ctx, RedirectResponse(f"/authorize/resume/{tx.id}", status_code=303), browser, new)
 
 
 def _consent_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, grant: Any) -> Response:
@@ -329,7 +397,7 @@ def _consent_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, gr
     return ctx.pages.render(
         "consent.html", action=f"/consent/{tx.id}", client_name=grant.client.row.name,
         scopes=[SCOPE_TEXTS.get(s, s) for s in requested],
-        csrf_token=csrf.make_token(ctx.services.csrf_key, "consent", _csrf_binding(tx)),
+        csrf_token=csrf.make_token(ctx.services.csrf_key, "consent", csrf_binding(tx)),
     )
 
 
@@ -338,16 +406,18 @@ async def consent_page(request: Request) -> Response:
     tx_id = request.path_params["tx"]
 
     def work(scope: RequestScope) -> Response:
-        tx = _load_transaction(ctx, scope, request, tx_id)
+        tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
-            return _expired_page(ctx)
+            return expired_page(ctx)
         resumed = _resume_grant(ctx, scope, request, tx)
         if isinstance(resumed, Response):
             return resumed
-        current, _ = _session_for(ctx, scope, request, tx)
-        if current is None or current.state is not sessions.SessionState.ACTIVE:
-            return RedirectResponse(f"/login/{tx.id}", status_code=303)
-        return _consent_page(ctx, scope, tx, resumed[1])
+        oreq, grant = resumed
+        current, signed_in_here = _session_for(ctx, scope, request, tx)
+        need = _decide(ctx, scope, oreq, grant, current, signed_in_here, tx)
+        if need is not None and need.kind != "consent":
+            return _go_to(tx, need, current)
+        return _consent_page(ctx, scope, tx, grant)
 
     return await ctx.transaction(ctx.origin(request), work)
 
@@ -362,22 +432,20 @@ async def consent_submit(request: Request) -> Response:
         return ctx.pages.error(400, "The form could not be read", str(exc))
 
     def work(scope: RequestScope) -> Response:
-        tx = _load_transaction(ctx, scope, request, tx_id)
+        tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
-            return _expired_page(ctx)
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "consent", _csrf_binding(tx)):
+            return expired_page(ctx)
+        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "consent", csrf_binding(tx)):
             return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
         resumed = _resume_grant(ctx, scope, request, tx)
         if isinstance(resumed, Response):
             return resumed
         oreq, grant = resumed
         current, signed_in_here = _session_for(ctx, scope, request, tx)
-        if current is None or current.state is not sessions.SessionState.ACTIVE:
-            return RedirectResponse(f"/login/{tx.id}", status_code=303)
-        need_login = login_needed(current, prompts=_prompts(_params_of(oreq)),
-                                  max_age=_max_age(oreq), signed_in_during_request=signed_in_here, now=scope.now)
-        if need_login is not None:
-            return RedirectResponse(f"/login/{tx.id}", status_code=303)
+        need = _decide(ctx, scope, oreq, grant, current, signed_in_here, tx)
+        if need is not None and need.kind != "consent" or current is None:
+            # Consent is the last step: the password and any second factor come first, whatever is posted.
+            return _go_to(tx, need or Interaction("login", "no_session"))
         decision = form.get("decision")
         client = grant.client
         user = current.row.user
@@ -399,11 +467,6 @@ async def consent_submit(request: Request) -> Response:
         return _issue_code(ctx, scope, oreq, grant, current.row)
 
     return await ctx.transaction(origin, work)
-
-
-def _max_age(oreq: OAuthRequest) -> int | None:
-    value = oreq.payload.data.get("max_age")
-    return int(value) if value is not None else None
 
 
 LOGOUT_FIELDS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id", "logout_hint", "ui_locales")
@@ -447,7 +510,7 @@ async def _logout(request: Request, *, confirmed: bool) -> Response:
             return ctx.pages.error(400, "The logout request is invalid",
                                    "You were not signed out. Please close the browser to end your session.",
                                    detail=f"{error.error}: {error.description or ''}")
-        current = _current_session(ctx, scope, request)
+        current = current_session(ctx, scope, request)
         if current is None:
             return _finish_logout(ctx, validated.redirect_uri)
         hint_matches = bool(validated.id_token_claims and validated.id_token_claims.get("sid") == current.row.sid)

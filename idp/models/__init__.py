@@ -3,6 +3,16 @@
 from idp.models.accounts import Group, GroupMember, RoleGrant, User
 from idp.models.audit import AuditEvent
 from idp.models.clients import Client
+from idp.models.directory import DirectoryAccount, DirectoryGroup, DirectorySyncRun, DirectorySyncState
+from idp.models.factors import (
+    RecoveryCode,
+    SmsChallenge,
+    SmsFactor,
+    TotpFactor,
+    TrustedDevice,
+    WebAuthnChallenge,
+    WebAuthnCredential,
+)
 from idp.models.grants import AuthorizationCode, Consent, Token, UsedAssertion
 from idp.models.keys import SigningKey
 from idp.models.logout import BackchannelDelivery
@@ -16,14 +26,25 @@ __all__ = [
     "BackchannelDelivery",
     "Client",
     "Consent",
+    "DirectoryAccount",
+    "DirectoryGroup",
+    "DirectorySyncRun",
+    "DirectorySyncState",
     "Group",
     "GroupMember",
     "LoginTransaction",
+    "RecoveryCode",
     "RoleGrant",
     "SessionClient",
     "SigningKey",
+    "SmsChallenge",
+    "SmsFactor",
     "SsoSession",
     "Token",
+    "TotpFactor",
+    "TrustedDevice",
     "UsedAssertion",
     "User",
+    "WebAuthnChallenge",
+    "WebAuthnCredential",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.db import Base, UTCDateTime, utcnow
@@ -37,6 +37,10 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    webauthn_handle: Mapped[bytes | None] = mapped_column(LargeBinary(64), unique=True)
+    """Random WebAuthn user handle (never the username or email), made at the first registration."""
+    mfa_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the helpdesk last removed all second factors: the grace period for enrollment counts from here."""
 
     groups: Mapped[list[Group]] = relationship(secondary="group_members", back_populates="members", lazy="selectin")
 

@@ -30,6 +30,12 @@ class Client(Base):
     """Scopes the client may ask for, space-separated."""
     trusted: Mapped[bool] = mapped_column(default=False)
     """Trusted (first-party) clients skip the consent page."""
+    require_mfa: Mapped[bool | None] = mapped_column()
+    """True: every sign-in to this client needs a second factor; None: the groups' and global policy decide."""
+    mfa_methods: Mapped[list[str] | None] = mapped_column(JSON)
+    """Second factors this client accepts (e.g. no ``sms`` for social-welfare data); None: any allowed one."""
+    allow_trusted_device: Mapped[bool | None] = mapped_column()
+    """False: a trusted browser never replaces the second factor for this client; None: policy decides."""
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="ES256")
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(Text)

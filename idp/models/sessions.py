@@ -32,6 +32,11 @@ class SsoSession(Base):
     """Absolute end of the session."""
     amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     acr: Mapped[str | None] = mapped_column(String(255))
+    methods: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """The methods proved in this session (``password``, ``totp``, ``sms``, ``webauthn``, ``passkey``,
+    ``recovery``, ``trusted_device``): what the policy compares with what a client needs."""
+    factor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When a second factor was last proved in this session."""
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -60,7 +65,8 @@ class LoginTransaction(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     browser_hash: Mapped[str] = mapped_column(String(128))
     """Keyed hash of the browser cookie the transaction is bound to."""
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    """None for a sign-in to the IdP's own pages (``/account``), which returns to ``params["return_to"]``."""
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from authlib.oauth2.rfc6749.util import scope_to_list
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp.config import MFA_METHODS
 from idp.crypto import KeyedHasher, random_token
 from idp.models import Client
 
@@ -127,6 +129,20 @@ class NewClient:
     id_token_signed_response_alg: str = "ES256"
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
+    require_mfa: bool | None = None
+    """True: every sign-in to this client needs a second factor; None (or False): the policy decides."""
+    mfa_methods: list[str] | None = None
+    """Second factors the client accepts (e.g. no ``sms`` for social-welfare data); None: any allowed one."""
+    allow_trusted_device: bool | None = None
+    """False: a trusted browser never replaces the second factor for this client; None: the policy decides."""
+
+
+def _check_mfa_methods(methods: list[str] | None) -> None:
+    if methods is None:
+        return
+    unknown = [m for m in methods if m not in MFA_METHODS]
+    if unknown or not methods:
+        raise ClientError(f"mfa_methods must be a non-empty list of {', '.join(MFA_METHODS)}")
 
 
 def _check(new: NewClient) -> str:
@@ -161,11 +177,21 @@ def _check(new: NewClient) -> str:
         raise ClientError(f"unsupported scopes {sorted(unknown)}")
     if new.id_token_signed_response_alg not in SUPPORTED_ID_TOKEN_ALGS:
         raise ClientError(f"id_token_signed_response_alg must be one of {', '.join(SUPPORTED_ID_TOKEN_ALGS)}")
+    _check_mfa_methods(new.mfa_methods)
     return method
 
 
 def new_client_secret() -> str:
     return random_token(32)
+
+
+def new_client_id() -> str:
+    """A random client id that does not start with ``-`` or ``_``: one starting with ``-`` reads as an option on
+    a command line (``idp clients update -x...`` fails)."""
+    while True:
+        value = random_token(18)
+        if value[0].isalnum():
+            return value
 
 
 def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Client, str | None]:
@@ -174,7 +200,7 @@ def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Cli
     secret = new_client_secret() if method in {"client_secret_basic", "client_secret_post"} else None
     response_types = ["code"] if "authorization_code" in new.grant_types else []
     row = Client(
-        client_id=random_token(18),
+        client_id=new_client_id(),
         name=new.name.strip(),
         secret_hash=hasher.hash(secret) if secret else None,
         token_endpoint_auth_method=method,
@@ -188,10 +214,45 @@ def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Cli
         id_token_signed_response_alg=new.id_token_signed_response_alg,
         jwks=new.jwks,
         jwks_uri=new.jwks_uri,
+        require_mfa=True if new.require_mfa else None,
+        mfa_methods=list(dict.fromkeys(new.mfa_methods)) if new.mfa_methods is not None else None,
+        allow_trusted_device=False if new.allow_trusted_device is False else None,
     )
     db.add(row)
     db.flush()
     return row, secret
+
+
+POLICY_FIELDS = ("trusted", "require_mfa", "mfa_methods", "allow_trusted_device")
+"""What ``update_policy`` changes: consent and second-factor settings (never secrets or redirect URIs)."""
+
+
+def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Apply ``changes`` to a client's consent and second-factor settings; returns (before, after) of the fields
+    that changed. ``require_mfa`` False and ``allow_trusted_device`` True are stored as None ("the policy
+    decides"), which is what they mean."""
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ClientError(f"cannot update {sorted(unknown)}")
+    normalized = dict(changes)
+    if "require_mfa" in normalized:
+        normalized["require_mfa"] = True if normalized["require_mfa"] else None
+    if "allow_trusted_device" in normalized:
+        normalized["allow_trusted_device"] = False if normalized["allow_trusted_device"] is False else None
+    if "mfa_methods" in normalized:
+        methods = normalized["mfa_methods"]
+        _check_mfa_methods(methods)
+        normalized["mfa_methods"] = list(dict.fromkeys(methods)) if methods is not None else None
+    if "trusted" in normalized:
+        normalized["trusted"] = bool(normalized["trusted"])
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, value in normalized.items():
+        old = getattr(row, key)
+        if old != value:
+            before[key], after[key] = old, value
+            setattr(row, key, value)
+    return before, after
 
 
 def find_client(db: Session, client_id: str) -> Client | None:

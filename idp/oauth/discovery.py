@@ -13,11 +13,11 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
 from idp.config import Settings
+from idp.factors.policy import ACR_MFA, ACR_PHR, ACR_SFA
 from idp.oauth.client_auth import ASSERTION_ALGORITHMS
 from idp.oauth.clients import SUPPORTED_GRANT_TYPES, SUPPORTED_ID_TOKEN_ALGS, SUPPORTED_SCOPES
 from idp.oauth.grants import TOKEN_AUTH_METHODS
 
-ACR_SFA = "https://refeds.org/profile/sfa"
 CLAIMS_SUPPORTED = [
     "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash",
     "name", "given_name", "family_name", "preferred_username", "locale", "updated_at",
@@ -54,7 +54,7 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "require_request_uri_registration": False,
-        "acr_values_supported": [ACR_SFA],
+        "acr_values_supported": [ACR_SFA, ACR_MFA, ACR_PHR],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "ui_locales_supported": ["de", "en"],
         "claim_types_supported": ["normal"],

@@ -41,7 +41,10 @@ class Pages:
         self.env.install_gettext_translations(gettext.NullTranslations(), newstyle=True)  # type: ignore[attr-defined]
         self.env.globals["issuer"] = issuer
         for name in ("base.html", "error.html", "index.html", "login.html", "consent.html", "logout.html",
-                     "logged_out.html"):
+                     "logged_out.html", "factor.html", "enroll.html", "enroll_totp.html", "enroll_sms.html",
+                     "recovery_codes.html", "enroll_webauthn.html",
+                     "account.html", "account_totp.html", "account_webauthn.html", "account_phone.html",
+                     "account_phone_confirm.html", "account_factor.html", "account_recovery.html"):
             self.env.get_template(name)  # fail at start on a broken or missing template
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -91,6 +91,8 @@ def _environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("IDP_")}
     env["IDP_DATA_DIR"] = str(data_dir)
     env["IDP_BOOTSTRAP_ADMIN_PASSWORD"] = "bootstrap admin password"
+    # Password-only sign-ins, except for clients registered with --require-mfa (the step-up test).
+    env["IDP_MFA_DEFAULT"] = "optional"
     if database_url:
         env["IDP_DATABASE_URL"] = database_url
     return env
