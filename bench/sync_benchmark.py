@@ -18,6 +18,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,35 +117,37 @@ def child(args: argparse.Namespace) -> None:
                       "errors": len(report.errors), "peak_rss_mb": peak / 1024, "rss_before_mb": before / 1024}))
 
 
-def run_child(mode: str, env: dict[str, str]) -> dict[str, object]:
+def run_child(mode: str, env: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run([sys.executable, __file__, "--child", mode, "--env", json.dumps(env)],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the {mode} run failed:\n{result.stderr[-3000:]}")
-    figures: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     if figures["status"] != "success":
         raise SystemExit(f"the {mode} run did not succeed: {figures}")
     return figures
 
 
-def change_100(slapd: Slapd, dns: list[str], rng: random.Random, base: str) -> None:
-    """100 changes: 80 new mail addresses and names, 10 moves to another department, 5 disables (locked) and
-    5 users added to a group."""
+def change_100(slapd: Slapd, dns: list[str], rng: random.Random, base: str, used: set[int]) -> None:
+    """100 changes to users not changed before: 80 new mail addresses and names, 10 moves to another
+    department, 5 disables (ppolicy lock) and 5 users added to a group. ``dns`` follows the moves."""
     from ldap3 import MODIFY_ADD, MODIFY_REPLACE
 
     conn = slapd.admin("openldap")
-    picked = rng.sample(dns, 100)
-    for dn in picked[:80]:
-        conn.modify(dn, {"mail": [(MODIFY_REPLACE, [f"neu.{uuid.uuid4().hex[:8]}@stadt.example"])],
-                         "displayName": [(MODIFY_REPLACE, ["Geändert Müller"])]})
-    for dn in picked[80:90]:
-        rdn = dn.split(",", 1)[0]
-        conn.modify_dn(dn, rdn, new_superior=f"ou=Bibliothek,{base}")
-    for dn in picked[90:95]:
-        conn.modify(dn, {"pwdAccountLockedTime": [(MODIFY_REPLACE, ["000001010000Z"])]})
+    picked = rng.sample([i for i in range(len(dns)) if i not in used], 100)
+    used.update(picked)
+    for i in picked[:80]:
+        conn.modify(dns[i], {"mail": [(MODIFY_REPLACE, [f"neu.{uuid.uuid4().hex[:8]}@stadt.example"])],
+                             "displayName": [(MODIFY_REPLACE, ["Geändert Müller"])]})
+    for i in picked[80:90]:
+        rdn = dns[i].split(",", 1)[0]
+        conn.modify_dn(dns[i], rdn, new_superior=f"ou=Bibliothek,{base}")
+        dns[i] = f"{rdn},ou=Bibliothek,{base}"
+    for i in picked[90:95]:
+        conn.modify(dns[i], {"pwdAccountLockedTime": [(MODIFY_REPLACE, ["000001010000Z"])]})
     group = f"cn=Projekt 100 Öffentlichkeitsarbeit,ou=Gruppen,{base}"
-    for dn in picked[95:]:
-        conn.modify(group, {"member": [(MODIFY_ADD, [dn])]})
+    for i in picked[95:]:
+        conn.modify(group, {"member": [(MODIFY_ADD, [dns[i]])]})
     conn.unbind()
 
 
@@ -152,6 +156,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--groups", type=int, default=500)
     parser.add_argument("--postgresql", action="store_true", help="also run on PostgreSQL (127.0.0.1:5432)")
+    parser.add_argument("--rounds", type=int, default=3, help="incremental runs measured per figure (median)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,28 +191,34 @@ def main() -> None:
                        "IDP_KEYS_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
                        "IDP_DIRECTORY_SOURCES": json.dumps([source], ensure_ascii=False)}
                 try:
-                    full = run_child("full", env)
-                    change_100(slapd, dns, rng, base)
-                    incremental = run_child("incremental", env)
-                    idle = run_child("incremental", env)
+                    measured: dict[str, list[dict[str, Any]]] = {"full sync": [run_child("full", env)]}
+                    used: set[int] = set()
+                    for _ in range(args.rounds):
+                        change_100(slapd, dns, rng, base, used)
+                        measured.setdefault("incremental, 100 changes", []).append(run_child("incremental", env))
+                    for _ in range(args.rounds):
+                        measured.setdefault("incremental, no change", []).append(run_child("incremental", env))
                 finally:
                     drop()
             finally:
                 slapd.kill()
-            for name, figures in (("full sync", full), ("incremental, 100 changes", incremental),
-                                  ("incremental, no change", idle)):
-                duration = float(figures["duration"])  # type: ignore[arg-type]
-                rows.append((backend, name, duration, args.users / duration, figures))
-                print(f"[{backend}] {name}: {duration:.2f} s, {args.users / duration:,.0f} users/s, peak RSS "
-                      f"{float(figures['peak_rss_mb']):.0f} MB, {json.dumps(figures)}", flush=True)  # type: ignore[arg-type]
+            for name, runs in measured.items():
+                durations = sorted(float(figures["duration"]) for figures in runs)
+                median = statistics.median(durations)
+                rows.append((backend, name, median, durations[0], args.users / median, runs[-1],
+                             max(float(figures["peak_rss_mb"]) for figures in runs)))
+                print(f"[{backend}] {name}: " + ", ".join(f"{d:.2f} s" for d in durations)
+                      + f"; last: {json.dumps(runs[-1])}", flush=True)
     print()
-    print("| database | run | duration | users/s | peak RSS | changes applied |")
-    print("|---|---|---|---|---|---|")
-    for backend, name, duration, rate, figures in rows:
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{args.rounds} rounds per incremental figure")
+    print()
+    print("| database | run | median | best | users/s (median) | peak RSS | changes applied (last round) |")
+    print("|---|---|---|---|---|---|---|")
+    for backend, name, median, best, rate, figures, peak in rows:
         changes = (f"{figures['created']} created, {figures['updated']} updated, {figures['disabled']} disabled, "
                    f"{figures['memberships']} memberships")
-        print(f"| {backend} | {name} | {duration:.2f} s | {rate:,.0f} | {float(figures['peak_rss_mb']):.0f} MB "  # type: ignore[arg-type]
-              f"| {changes} |")
+        print(f"| {backend} | {name} | {median:.2f} s | {best:.2f} s | {rate:,.0f} | {peak:.0f} MB | {changes} |")
 
 
 def _database(backend: str, work: Path) -> tuple[str, Callable[[], None]]:

@@ -5,7 +5,9 @@
     ldap         connections: failover, TLS rules, timeouts, paged searches, error classes
     snapshot     what one run reads from the directory (full, or incremental from the high-water mark)
     membership   nested groups → effective memberships
-    plan         the difference between the directory and the database, as data (also what --dry-run shows)
+    changes      the plan of a run as data (also what --dry-run shows)
+    plan         the difference between the directory and the accounts in the database
+    groups       the same for groups and (nested) memberships
     safety       the guard that refuses a suspicious plan
     apply        writing a plan (one transaction), ending sessions of disabled accounts
     state        high-water marks, the lease that lets one process sync a source, run history

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from directory_sync import safety
@@ -159,6 +159,7 @@ def _run(services: Any, source: DirectorySource, owner: str, *, full: bool, dry_
             if not verdict.allowed:
                 report.message = f"forced past the safety guard: {verdict.reason}"
             apply_plan(db, services, plan, now=now, progress=progress)
+            _refresh_statistics(db, plan)
             _advance_state(db, source.name, snapshot, plan, mapping.fingerprint(), now)
             report.status = "success"
             report.duration = time.perf_counter() - started
@@ -202,6 +203,24 @@ def _fill(report: SyncReport, plan: Plan) -> None:
     report.groups_changed = plan.groups_changed
     report.memberships_changed = plan.memberships_changed
     report.errors = list(plan.errors)
+
+
+BULK_CHANGE = 1000
+"""Rows a run must change before it refreshes PostgreSQL's planner statistics itself."""
+
+
+def _refresh_statistics(db: Session, plan: Plan) -> None:
+    """After a bulk change (a first sync creates thousands of rows), ANALYZE the tables the next runs query.
+
+    Autovacuum would do it within minutes, but a run in between would be planned on "the table is empty"
+    statistics. ANALYZE takes no lock that blocks reads or writes; without the right to run it, PostgreSQL
+    skips the table with a warning.
+    """
+    if db.get_bind().dialect.name != "postgresql":
+        return
+    if len(plan.creates) + len(plan.deletes) + plan.memberships_changed + plan.groups_changed < BULK_CHANGE:
+        return
+    db.execute(text("ANALYZE users, directory_accounts, directory_groups, groups, group_members"))
 
 
 def _touch_state(db: Session, source: str, now: datetime) -> None:

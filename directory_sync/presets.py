@@ -4,7 +4,7 @@
 [MS-ADTS] 2.2.16), groups by ``member`` (nested groups resolved here), changes by ``uSNChanged``.
 ``openldap``: ``uid``, ``entryUUID`` (RFC 4530), disabled by ``pwdAccountLockedTime`` (draft-behera-ldap-password-
 policy) or ``nsAccountLock``, groups by ``groupOfNames``/``member`` and ``posixGroup``/``memberUid`` (RFC 2307),
-changes by ``modifyTimestamp`` (RFC 4512 3.4).
+changes by ``modifyTimestamp`` (RFC 4512 3.4) for the high-water mark and ``entryCSN`` entry by entry.
 
 Group membership is read from the groups' ``member`` values, not from the users' ``memberOf``: a membership
 change bumps the group's ``uSNChanged``/``modifyTimestamp`` but not the user's (``memberOf`` is a back-link), and

@@ -548,6 +548,10 @@ def _parse_source(entry: object, position: int) -> DirectorySource:
             problems.append(f"url {url!r} is not ldap://host[:port] or ldaps://host[:port]")
         elif parts.scheme == "ldaps" and source.start_tls:
             problems.append(f"url {url!r}: start_tls is for ldap:// URLs (ldaps:// is encrypted already)")
+    for key in ("user_filter", "group_filter"):
+        text = getattr(source, key)
+        if text is not None and not _balanced_filter(text):
+            problems.append(f"{key} {text!r} is not an LDAP filter in parentheses (RFC 4515), e.g. (objectClass=user)")
     if source.bind_password is not None and source.bind_password_file is not None:
         problems.append("bind_password and bind_password_file: set only one")
     if source.bind_dn and source.bind_password is None and source.bind_password_file is None:
@@ -565,6 +569,17 @@ def _parse_source(entry: object, position: int) -> DirectorySource:
     if problems:
         raise ValueError(f"{label}: " + "; ".join(problems))
     return source
+
+
+def _balanced_filter(text: str) -> bool:
+    """A cheap check that catches the usual typos (a missing parenthesis) when the configuration is loaded; the
+    directory judges the rest. Escaped parentheses (``\\28``, ``\\29``) are not parentheses (RFC 4515 3)."""
+    depth = 0
+    for char in text.strip():
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0 and text.strip().startswith("(") and text.strip().endswith(")")
 
 
 def _parse_sources(value: object) -> tuple[DirectorySource, ...]:

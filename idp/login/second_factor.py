@@ -11,6 +11,7 @@ failure is audited with the method.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -81,6 +82,47 @@ load_step = _step
 """The checks every second-step page makes (also used by the WebAuthn endpoints in ``webauthn_pages``)."""
 
 
+StepBody = Callable[[AppContext, RequestScope, Step, Any], Response]
+
+
+def step_page(body: StepBody) -> Callable[[Request], Awaitable[Response]]:
+    """A GET page of the second step: the transaction and session checked, then ``body``."""
+
+    async def endpoint(request: Request) -> Response:
+        ctx = context_of(request)
+
+        def work(scope: RequestScope) -> Response:
+            step = _step(ctx, scope, request, request.path_params["tx"])
+            return step if isinstance(step, Response) else body(ctx, scope, step, request)
+
+        return await ctx.transaction(ctx.origin(request), work)
+
+    return endpoint
+
+
+def step_form(purpose: str, body: StepBody) -> Callable[[Request], Awaitable[Response]]:
+    """A POST of the second step: the form read, the transaction, session and CSRF token checked, then ``body``."""
+
+    async def endpoint(request: Request) -> Response:
+        ctx = context_of(request)
+        try:
+            form = await read_fields(request)
+        except MalformedRequest as exc:
+            return ctx.pages.error(400, "The form could not be read", str(exc))
+
+        def work(scope: RequestScope) -> Response:
+            step = _step(ctx, scope, request, request.path_params["tx"])
+            if isinstance(step, Response):
+                return step
+            if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), purpose, csrf_binding(step.tx)):
+                return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+            return body(ctx, scope, step, form)
+
+        return await ctx.transaction(ctx.origin(request), work)
+
+    return endpoint
+
+
 def _resume(tx: LoginTransaction) -> Response:
     return RedirectResponse(f"/authorize/resume/{tx.id}", status_code=303)
 
@@ -118,15 +160,11 @@ def _factor_page(ctx: AppContext, scope: RequestScope, step: Step, method: str |
     )
 
 
-async def factor_page(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id, method = request.path_params["tx"], request.query_params.get("method")
+def _factor_page_shown(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
+    return _factor_page(ctx, scope, step, request.query_params.get("method"))
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        return step if isinstance(step, Response) else _factor_page(ctx, scope, step, method)
 
-    return await ctx.transaction(ctx.origin(request), work)
+factor_page = step_page(_factor_page_shown)
 
 
 def _verify(ctx: AppContext, scope: RequestScope, step: Step, method: str, code: str) -> bool:
@@ -153,43 +191,31 @@ def _sms_factor(scope: RequestScope, step: Step) -> SmsFactor | None:
     return next((phone for phone in phones if phone.id == chosen), phones[0] if phones else None)
 
 
-async def sms_send(request: Request) -> Response:
+def _sms_send(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     """Send a code to the user's phone; a failing gateway leaves the user on the page with another choice."""
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
+    factor = _sms_factor(scope, step)
+    if factor is None or "sms" not in offered_methods(scope, step)[0]:
+        return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
+    user = step.session.user
     try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        sms.send_code(scope.db, ctx.services.hasher, sms.gateway_from_settings(ctx.services.settings.sms),
+                      factor, sms.login_purpose(step.tx.id), scope.now)
+    except sms.SmsThrottled as exc:
+        seconds = max(1, int(exc.retry_after.total_seconds()))
+        return _factor_page(ctx, scope, step, "sms", status=429,
+                            error=f"Please wait {seconds} seconds before asking for another code.")
+    except sms.SmsUnavailable:
+        audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, client_id=client_pub_id(scope, step.tx), method="sms",
+                     reason="gateway_unavailable", at=scope.now)
+        return _factor_page(ctx, scope, step, "sms", status=503,
+                            error="The text message could not be sent. Please try again later or use "
+                                  "another method.")
+    step.tx.params = {**step.tx.params, "sms_factor": factor.id}
+    return _factor_page(ctx, scope, step, "sms", notice=f"We sent a code to {sms.masked(factor.phone)}.")
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "factor", csrf_binding(step.tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
-        factor = _sms_factor(scope, step)
-        if factor is None or "sms" not in offered_methods(scope, step)[0]:
-            return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
-        user = step.session.user
-        try:
-            sms.send_code(scope.db, ctx.services.hasher, sms.gateway_from_settings(ctx.services.settings.sms),
-                          factor, sms.login_purpose(step.tx.id), scope.now)
-        except sms.SmsThrottled as exc:
-            seconds = max(1, int(exc.retry_after.total_seconds()))
-            return _factor_page(ctx, scope, step, "sms", status=429,
-                                error=f"Please wait {seconds} seconds before asking for another code.")
-        except sms.SmsUnavailable:
-            audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, client_id=client_pub_id(scope, step.tx), method="sms",
-                         reason="gateway_unavailable", at=scope.now)
-            return _factor_page(ctx, scope, step, "sms", status=503,
-                                error="The text message could not be sent. Please try again later or use "
-                                      "another method.")
-        step.tx.params = {**step.tx.params, "sms_factor": factor.id}
-        return _factor_page(ctx, scope, step, "sms", notice=f"We sent a code to {sms.masked(factor.phone)}.")
 
-    return await ctx.transaction(ctx.origin(request), work)
+sms_send = step_form("factor", _sms_send)
 
 
 def factor_limits(ctx: AppContext, user_id: int) -> list[throttle.Limit]:
@@ -223,48 +249,36 @@ def complete(ctx: AppContext, scope: RequestScope, step: Step, method: str, resp
     return response
 
 
-async def factor_submit(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+def _factor_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     method, code = form.get("method", ""), form.get("code", "")[:64]
+    user = step.session.user
+    if method not in offered_methods(scope, step)[0] or method not in ("totp", "sms", "recovery"):
+        # A method the policy does not allow here (say, SMS for a client that forbids it) is refused even
+        # when posted directly.
+        return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
+    blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
+    if blocked is not None:
+        seconds = max(1, int(blocked.retry_after.total_seconds()))
+        audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
+                     reason="throttled", at=scope.now)
+        return _factor_page(ctx, scope, step, method, status=429,
+                            error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+    try:
+        valid = _verify(ctx, scope, step, method, code)
+    except sms.SmsThrottled as exc:
+        seconds = max(1, int(exc.retry_after.total_seconds()))
+        return _factor_page(ctx, scope, step, method, status=429,
+                            error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+    if not valid:
+        audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
+                     reason="wrong_code", at=scope.now)
+        return _factor_page(ctx, scope, step, method, error="The code is not valid. Please try again.")
+    return complete(ctx, scope, step, method, _resume(step.tx), trust=form.get("trust_device") == "yes")
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "factor", csrf_binding(step.tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
-        user = step.session.user
-        if method not in offered_methods(scope, step)[0] or method not in ("totp", "sms", "recovery"):
-            # A method the policy does not allow here (say, SMS for a client that forbids it) is refused even
-            # when posted directly.
-            return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
-        blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
-        if blocked is not None:
-            seconds = max(1, int(blocked.retry_after.total_seconds()))
-            audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
-                         reason="throttled", at=scope.now)
-            return _factor_page(ctx, scope, step, method, status=429,
-                                error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
-        try:
-            valid = _verify(ctx, scope, step, method, code)
-        except sms.SmsThrottled as exc:
-            seconds = max(1, int(exc.retry_after.total_seconds()))
-            return _factor_page(ctx, scope, step, method, status=429,
-                                error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
-        if not valid:
-            audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
-                         reason="wrong_code", at=scope.now)
-            return _factor_page(ctx, scope, step, method, error="The code is not valid. Please try again.")
-        return complete(ctx, scope, step, method, _resume(step.tx), trust=form.get("trust_device") == "yes")
 
-    return await ctx.transaction(ctx.origin(request), work)
+factor_submit = step_form("factor", _factor_submit)
 
 
 def _enroll_methods(step: Step) -> list[str]:
@@ -276,52 +290,34 @@ def _enroll_methods(step: Step) -> list[str]:
 enroll_methods = _enroll_methods
 
 
-async def enroll_page(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not step.may_enroll:
-            # The user has factors but proved none in this sign-in: first prove one, then enroll.
-            return RedirectResponse(f"/login/{step.tx.id}/factor", status_code=303)
-        skippable = step.need.skippable_until is not None and scope.now.date() < step.need.skippable_until
-        return ctx.pages.render(
-            "enroll.html", tx=step.tx.id, methods=[(m, METHOD_LABELS[m]) for m in _enroll_methods(step)],
-            client_name=client_name(scope, step.tx), skippable=skippable,
-            deadline=step.need.skippable_until.isoformat() if step.need.skippable_until else None,
-            csrf_token=csrf.make_token(ctx.services.csrf_key, "enroll", csrf_binding(step.tx)),
-        )
-
-    return await ctx.transaction(ctx.origin(request), work)
+def _enroll_page(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
+    if not step.may_enroll:
+        # The user has factors but proved none in this sign-in: first prove one, then enroll.
+        return RedirectResponse(f"/login/{step.tx.id}/factor", status_code=303)
+    skippable = step.need.skippable_until is not None and scope.now.date() < step.need.skippable_until
+    return ctx.pages.render(
+        "enroll.html", tx=step.tx.id, methods=[(m, METHOD_LABELS[m]) for m in _enroll_methods(step)],
+        client_name=client_name(scope, step.tx), skippable=skippable,
+        deadline=step.need.skippable_until.isoformat() if step.need.skippable_until else None,
+        csrf_token=csrf.make_token(ctx.services.csrf_key, "enroll", csrf_binding(step.tx)),
+    )
 
 
-async def enroll_skip(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+enroll_page = step_page(_enroll_page)
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "enroll", csrf_binding(step.tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
-        if step.need.skippable_until is None or scope.now.date() >= step.need.skippable_until:
-            return ctx.pages.error(403, "A second factor is required",
-                                   "Please set up a second factor to continue.")
-        step.tx.params = {**step.tx.params, "mfa_skipped": True}
-        user = step.session.user
-        audit.record(scope.db, "factor.enrollment_skipped", origin=scope.origin, actor=user.sub,
-                     subject=user.username, until=step.need.skippable_until.isoformat(), at=scope.now)
-        return _resume(step.tx)
 
-    return await ctx.transaction(ctx.origin(request), work)
+def _enroll_skip(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
+    if step.need.skippable_until is None or scope.now.date() >= step.need.skippable_until:
+        return ctx.pages.error(403, "A second factor is required",
+                               "Please set up a second factor to continue.")
+    step.tx.params = {**step.tx.params, "mfa_skipped": True}
+    user = step.session.user
+    audit.record(scope.db, "factor.enrollment_skipped", origin=scope.origin, actor=user.sub,
+                 subject=user.username, until=step.need.skippable_until.isoformat(), at=scope.now)
+    return _resume(step.tx)
+
+
+enroll_skip = step_form("enroll", _enroll_skip)
 
 
 def _pending_totp(ctx: AppContext, scope: RequestScope, step: Step) -> tuple[TotpFactor, str]:
@@ -352,19 +348,13 @@ def _totp_page(ctx: AppContext, scope: RequestScope, step: Step, *, error: str |
     )
 
 
-async def enroll_totp_page(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
+def _enroll_totp_page(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
+    if "totp" not in _enroll_methods(step):
+        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+    return _totp_page(ctx, scope, step)
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if "totp" not in _enroll_methods(step):
-            return ctx.pages.error(403, "Not available", "This method cannot be used here.")
-        return _totp_page(ctx, scope, step)
 
-    return await ctx.transaction(ctx.origin(request), work)
+enroll_totp_page = step_page(_enroll_totp_page)
 
 
 def first_factor_enrolled(ctx: AppContext, scope: RequestScope, user: Any) -> list[str] | None:
@@ -377,42 +367,30 @@ def first_factor_enrolled(ctx: AppContext, scope: RequestScope, user: Any) -> li
     return codes
 
 
-async def enroll_totp_submit(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+def _enroll_totp_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
+    if "totp" not in _enroll_methods(step):
+        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+    user = step.session.user
+    blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
+    if blocked is not None:
+        return _totp_page(ctx, scope, step, status=429, error="Too many wrong codes. Please wait and try again.")
+    factor, _ = _pending_totp(ctx, scope, step)
+    if not totp.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
+        audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, kind="totp", reason="wrong_code", at=scope.now)
+        return _totp_page(ctx, scope, step, error="The code is not valid. Check the time on your phone.")
+    factor.confirmed_at = scope.now
+    step.tx.params = {key: value for key, value in step.tx.params.items() if key != "totp_pending"}
+    audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,
+                 kind="totp", name=factor.name, at=scope.now)
+    codes = first_factor_enrolled(ctx, scope, user)
+    # Setting up the app proved possession of it: this sign-in has its second factor.
+    page: Response = _resume(step.tx) if codes is None else ctx.pages.render(
+        "recovery_codes.html", codes=codes, continue_url=f"/authorize/resume/{step.tx.id}")
+    return complete(ctx, scope, step, "totp", page, trust=False)
 
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "enroll", csrf_binding(step.tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
-        if "totp" not in _enroll_methods(step):
-            return ctx.pages.error(403, "Not available", "This method cannot be used here.")
-        user = step.session.user
-        blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
-        if blocked is not None:
-            return _totp_page(ctx, scope, step, status=429, error="Too many wrong codes. Please wait and try again.")
-        factor, _ = _pending_totp(ctx, scope, step)
-        if not totp.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
-            audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, kind="totp", reason="wrong_code", at=scope.now)
-            return _totp_page(ctx, scope, step, error="The code is not valid. Check the time on your phone.")
-        factor.confirmed_at = scope.now
-        step.tx.params = {key: value for key, value in step.tx.params.items() if key != "totp_pending"}
-        audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,
-                     kind="totp", name=factor.name, at=scope.now)
-        codes = first_factor_enrolled(ctx, scope, user)
-        # Setting up the app proved possession of it: this sign-in has its second factor.
-        page: Response = _resume(step.tx) if codes is None else ctx.pages.render(
-            "recovery_codes.html", codes=codes, continue_url=f"/authorize/resume/{step.tx.id}")
-        return complete(ctx, scope, step, "totp", page, trust=False)
 
-    return await ctx.transaction(ctx.origin(request), work)
+enroll_totp_submit = step_form("enroll", _enroll_totp_submit)
 
 
 def _sms_enroll_page(ctx: AppContext, step: Step, *, phone: str = "", sent_to: str | None = None,
@@ -423,79 +401,61 @@ def _sms_enroll_page(ctx: AppContext, step: Step, *, phone: str = "", sent_to: s
     )
 
 
-async def enroll_sms_page(request: Request) -> Response:
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if "sms" not in _enroll_methods(step):
-            return ctx.pages.error(403, "Not available", "This method cannot be used here.")
-        return _sms_enroll_page(ctx, step)
-
-    return await ctx.transaction(ctx.origin(request), work)
+def _enroll_sms_page(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
+    if "sms" not in _enroll_methods(step):
+        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+    return _sms_enroll_page(ctx, step)
 
 
-async def enroll_sms_submit(request: Request) -> Response:
+enroll_sms_page = step_page(_enroll_sms_page)
+
+
+def _enroll_sms_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     """Two posts on one page: a ``phone`` sends a code to it; a ``code`` confirms the pending phone."""
-    ctx = context_of(request)
-    tx_id = request.path_params["tx"]
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
-
-    def work(scope: RequestScope) -> Response:
-        step = _step(ctx, scope, request, tx_id)
-        if isinstance(step, Response):
-            return step
-        if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "enroll", csrf_binding(step.tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
-        if "sms" not in _enroll_methods(step):
-            return ctx.pages.error(403, "Not available", "This method cannot be used here.")
-        user = step.session.user
-        settings = ctx.services.settings.sms
-        if "code" not in form:
-            try:
-                factor = sms.add_phone(scope.db, user, form.get("phone", "")[:64], "Phone", settings, scope.now)
-                sms.send_code(scope.db, ctx.services.hasher, sms.gateway_from_settings(settings), factor,
-                              sms.enroll_purpose(factor), scope.now)
-            except sms.PhoneNumberInvalid as exc:
-                return _sms_enroll_page(ctx, step, phone=form.get("phone", "")[:64], error=str(exc), status=400)
-            except sms.SmsThrottled as exc:
-                seconds = max(1, int(exc.retry_after.total_seconds()))
-                return _sms_enroll_page(ctx, step, error=f"Please wait {seconds} seconds before the next code.",
-                                        status=429)
-            except sms.SmsUnavailable:
-                return _sms_enroll_page(ctx, step, status=503, error="The text message could not be sent. Please "
-                                        "try again later or choose another method.")
-            step.tx.params = {**step.tx.params, "sms_pending": factor.id}
-            return _sms_enroll_page(ctx, step, sent_to=sms.masked(factor.phone))
-        pending = scope.db.get(SmsFactor, step.tx.params.get("sms_pending") or 0)
-        if pending is None or pending.user_id != user.id:
-            return _sms_enroll_page(ctx, step, error="Please enter your phone number first.", status=400)
+    if "sms" not in _enroll_methods(step):
+        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+    user = step.session.user
+    settings = ctx.services.settings.sms
+    if "code" not in form:
         try:
-            valid = sms.verify_code(scope.db, ctx.services.hasher, pending, sms.enroll_purpose(pending),
-                                    form.get("code", "")[:64], scope.now)
-        except sms.SmsThrottled:
-            return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), status=429,
-                                    error="Too many wrong codes. Please wait and try again.")
-        if not valid:
-            audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, kind="sms", reason="wrong_code", at=scope.now)
-            return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), error="The code is not valid.")
-        sms.confirm(scope.db, pending, scope.now)
-        step.tx.params = {key: value for key, value in step.tx.params.items() if key != "sms_pending"}
-        audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,
-                     kind="sms", phone=sms.masked(pending.phone), at=scope.now)
-        codes = first_factor_enrolled(ctx, scope, user)
-        page: Response = _resume(step.tx) if codes is None else ctx.pages.render(
-            "recovery_codes.html", codes=codes, continue_url=f"/authorize/resume/{step.tx.id}")
-        return complete(ctx, scope, step, "sms", page, trust=False)
+            factor = sms.add_phone(scope.db, user, form.get("phone", "")[:64], "Phone", settings, scope.now)
+            sms.send_code(scope.db, ctx.services.hasher, sms.gateway_from_settings(settings), factor,
+                          sms.enroll_purpose(factor), scope.now)
+        except sms.PhoneNumberInvalid as exc:
+            return _sms_enroll_page(ctx, step, phone=form.get("phone", "")[:64], error=str(exc), status=400)
+        except sms.SmsThrottled as exc:
+            seconds = max(1, int(exc.retry_after.total_seconds()))
+            return _sms_enroll_page(ctx, step, error=f"Please wait {seconds} seconds before the next code.",
+                                    status=429)
+        except sms.SmsUnavailable:
+            return _sms_enroll_page(ctx, step, status=503, error="The text message could not be sent. Please "
+                                    "try again later or choose another method.")
+        step.tx.params = {**step.tx.params, "sms_pending": factor.id}
+        return _sms_enroll_page(ctx, step, sent_to=sms.masked(factor.phone))
+    pending = scope.db.get(SmsFactor, step.tx.params.get("sms_pending") or 0)
+    if pending is None or pending.user_id != user.id:
+        return _sms_enroll_page(ctx, step, error="Please enter your phone number first.", status=400)
+    try:
+        valid = sms.verify_code(scope.db, ctx.services.hasher, pending, sms.enroll_purpose(pending),
+                                form.get("code", "")[:64], scope.now)
+    except sms.SmsThrottled:
+        return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), status=429,
+                                error="Too many wrong codes. Please wait and try again.")
+    if not valid:
+        audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, kind="sms", reason="wrong_code", at=scope.now)
+        return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), error="The code is not valid.")
+    sms.confirm(scope.db, pending, scope.now)
+    step.tx.params = {key: value for key, value in step.tx.params.items() if key != "sms_pending"}
+    audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,
+                 kind="sms", phone=sms.masked(pending.phone), at=scope.now)
+    codes = first_factor_enrolled(ctx, scope, user)
+    page: Response = _resume(step.tx) if codes is None else ctx.pages.render(
+        "recovery_codes.html", codes=codes, continue_url=f"/authorize/resume/{step.tx.id}")
+    return complete(ctx, scope, step, "sms", page, trust=False)
 
-    return await ctx.transaction(ctx.origin(request), work)
+
+enroll_sms_submit = step_form("enroll", _enroll_sms_submit)
 
 
 routes = [

@@ -111,6 +111,10 @@ def make_tls_files(folder: Path, name: str = "test") -> TlsFiles:
     return files
 
 
+class SlapdExited(RuntimeError):
+    """slapd stopped right after starting (a port in use, a configuration error)."""
+
+
 class Slapd:
     """One slapd process in ``folder``; ``url`` stays the same across ``kill()`` and ``start()``."""
 
@@ -192,6 +196,20 @@ refint_attributes member
 """
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start slapd and wait until it answers. On a first start, a port taken meanwhile by another process
+        (the free port was only free when we looked) is replaced by another one; later starts keep the URL."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self._started = True
+                return
+            except SlapdExited:
+                if getattr(self, "_started", False) or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.ldaps_port = free_port() if self.tls else None
+
+    def _start(self, timeout: float) -> None:
         assert self.process is None, "slapd is running already"
         urls = self.url + (f" {self.ldaps_url}" if self.tls else "")
         with self.log.open("ab") as log:
@@ -203,7 +221,7 @@ refint_attributes member
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None
-                raise RuntimeError(f"slapd exited at start; see {self.log}:\n{self.log.read_text()[-2000:]}")
+                raise SlapdExited(f"slapd exited at start; see {self.log}:\n{self.log.read_text()[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass

@@ -110,3 +110,22 @@ def test_sign_in_binds_with_the_entry_found_by_objectguid(services: Services, di
     directory.disable("özlem.yilmaz")
     assert verify_password(source, guid, USER_PASSWORD).outcome is BindOutcome.DISABLED_IN_DIRECTORY
     assert verify_password(source, str(uuid.uuid4()), USER_PASSWORD).outcome is BindOutcome.NOT_IN_DIRECTORY
+
+
+def test_lean_entry_decoding_matches_ldap3(services: Services, directory: Directory) -> None:
+    """The connection's lean entry decoder yields the same DNs and raw values as ldap3's own (binary objectGUID,
+    umlauts in DNs and values included)."""
+    from directory_sync.ldap import DirectoryClient
+    from directory_sync.presets import mapping_for
+
+    source = source_of(services)
+    mapping = mapping_for(source)
+    with DirectoryClient(source) as client:
+        lean = {dn: {k.lower(): v for k, v in raw.items()}
+                for dn, raw in client.search(directory.base, mapping.user_filter, mapping.user_attributes())}
+        client.connection.strategy.decode_response_fast = type(client.connection.strategy).decode_response_fast.__get__(
+            client.connection.strategy)
+        plain = {dn: {k.lower(): list(v) for k, v in raw.items()}
+                 for dn, raw in client.search(directory.base, mapping.user_filter, mapping.user_attributes())}
+    assert lean == plain and len(lean) == 14
+    assert any("Groß" in dn for dn in lean)

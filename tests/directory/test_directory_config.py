@@ -58,6 +58,8 @@ def test_sources_with_defaults(tmp_path: Path) -> None:
     ({"name": "local"}, "name must be 1-64 characters"),
     ({"authentication": "kerberos"}, "authentication: 'kerberos' is not one of bind, none"),
     ({"url": "ldap://dc1.rathaus.example"}, "would send passwords in clear text"),
+    ({"user_filter": "(&(objectClass=user)(!(objectClass=computer))"}, "user_filter '(&(objectClass=user)"),
+    ({"group_filter": "objectClass=group"}, "group_filter 'objectClass=group' is not an LDAP filter"),
 ])
 def test_invalid_source_names_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     """Every mistake stops the start with a message that names the source and the key."""

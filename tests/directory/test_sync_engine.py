@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from idp.accounts.users import create_user
@@ -314,3 +315,29 @@ def test_incremental_run_recomputes_nested_parents(services: Services, directory
     directory.conn.modify(directory.groups["VPN-Nutzer"], {"memberUid": [("MODIFY_ADD", ["tobias.koch-neu"])]})
     synced(services)
     assert "VPN-Nutzer" in get(services, "tobias.koch-neu").groups
+
+
+def test_blocked_rename_keeps_its_old_name_for_itself(services: Services, directory: Directory) -> None:
+    """A rename to a username a local account holds is refused, and so is a second rename that wanted the first
+    one's old name; everything else in the run is applied."""
+    synced(services)
+    add_user(services, "chef", display_name="Lokaler Chef")
+    directory.rename("hans.meier", "chef")
+    directory.rename("tobias.koch", "hans.meier")
+    directory.set_user("anna.weiß", mail="anna.weiss@buergeramt.stadt.example")
+    report = synced(services)
+    assert report.status == "success" and len(report.errors) == 2
+    assert get(services, "hans.meier").email == "hans.meier@stadt.example"
+    assert get(services, "tobias.koch").source == "rathaus"
+    assert get(services, "chef").source == "local"
+    assert get(services, "anna.weiss").email == "anna.weiss@buergeramt.stadt.example"
+
+
+def test_bulk_change_refreshes_planner_statistics(services: Services, directory: Directory,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that changes many rows ANALYZEs the tables on PostgreSQL, inside its transaction (a no-op on
+    SQLite); the run commits normally."""
+    import directory_sync.engine
+
+    monkeypatch.setattr(directory_sync.engine, "BULK_CHANGE", 1)
+    assert synced(services).created == 13
