@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint docs bench clean
+.PHONY: run test test-fast lint docs catalogs screenshots bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,16 @@ test-fast: $(VENV)/.installed-test
 docs: $(VENV)/.installed
 	$(BIN)/idp config reference > docs/configuration.md
 
+# Extract the texts of templates (_()) and Python (N_()) and merge them into idp/locales/{de,en}; then translate
+# the new German entries (tests/test_i18n.py fails until every one is). The .po files are read at start.
+catalogs: $(VENV)/.installed-test
+	$(BIN)/python scripts/update-catalogs.py
+
+# Screenshots of the main pages at 1280 and 375 px, German and English, default and musterstadt themes, for
+# human review (not part of `make test`).
+screenshots: $(VENV)/.installed-test
+	scripts/ensure-test-services.sh
+	$(BIN)/python -m tests.browser.screenshots build/screenshots
+
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .cache build

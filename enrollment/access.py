@@ -38,8 +38,9 @@ from idp.login.routes import begin_internal_sign_in
 from idp.login.transactions import current_session
 from idp.models import SsoSession, User
 from idp.oauth.requests import RequestScope
-from idp.web import cookies, csrf
+from idp.web import cookies, csrf, i18n
 from idp.web.context import AppContext, MalformedRequest
+from idp.web.i18n import N_
 from idp.web.middleware import BodyTooLarge
 
 REAUTH_WINDOW = timedelta(minutes=5)
@@ -122,16 +123,16 @@ def csrf_ok(ctx: AppContext, account: Account, token: object) -> bool:
 
 
 def csrf_refused(ctx: AppContext) -> Response:
-    return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+    return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
 
 
 def not_found(ctx: AppContext) -> Response:
     # The same answer for another user's factor, session or device and for one that does not exist.
-    return ctx.pages.error(404, "Page not found", "The address you opened does not exist.")
+    return ctx.pages.error(404, N_("Page not found"), N_("The address you opened does not exist."))
 
 
 def not_available(ctx: AppContext) -> Response:
-    return ctx.pages.error(403, "Not available", "This method cannot be used for your account.")
+    return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used for your account."))
 
 
 def row_id(text: str) -> int | None:
@@ -182,8 +183,8 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-def json_error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def json_error(message: i18n.Text, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": i18n.render(message)}, status_code=status)
 
 
 def json_redirect(url: str) -> JSONResponse:
@@ -199,7 +200,7 @@ def json_account(ctx: AppContext, scope: RequestScope, request: Request, body: d
         # The page itself sends the browser through sign-in and back.
         return json_redirect(page)
     if not csrf_ok(ctx, account, body.get("csrf_token")):
-        return json_error("The page has expired. Please reload it and try again.", status=403)
+        return json_error(N_("The page has expired. Please reload it and try again."), status=403)
     if not is_fresh(scope, account):
         # Likewise through a fresh sign-in.
         return json_redirect(page)

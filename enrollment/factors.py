@@ -26,10 +26,12 @@ from idp.factors import enrolled
 from idp.factors.enrolled import EnrolledFactor
 from idp.models import RecoveryCode
 from idp.oauth.requests import RequestScope
+from idp.web import i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
-LAST_FACTOR = ("This is your last second factor, and your account requires one. Add another method first, "
-               "then remove this one.")
+LAST_FACTOR = N_("This is your last second factor, and your account requires one. Add another method first, "
+                 "then remove this one.")
 
 
 def _url(kind: str, factor_id: int) -> str:
@@ -63,7 +65,7 @@ def _is_last(scope: RequestScope, account: access.Account, factor: EnrolledFacto
 
 
 def _page(ctx: AppContext, scope: RequestScope, account: access.Account, factor: EnrolledFactor, *,
-          error: str | None = None, status: int = 200) -> Response:
+          error: i18n.Text | None = None, status: int = 200) -> Response:
     return ctx.pages.render(
         "account_factor.html", status=status, factor=factor, label=KIND_LABELS[factor.kind],
         created=access.when(factor.created_at), last_used=access.when(factor.last_used_at),
@@ -93,7 +95,7 @@ async def _change(request: Request, action: str) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to=_return_to(request))
@@ -117,7 +119,7 @@ async def _change(request: Request, action: str) -> Response:
 def _rename(ctx: AppContext, scope: RequestScope, account: access.Account, factor: EnrolledFactor,
             name: str) -> Response:
     if not name:
-        return _page(ctx, scope, account, factor, error="Please enter a name.", status=400)
+        return _page(ctx, scope, account, factor, error=N_("Please enter a name."), status=400)
     if not enrolled.rename(scope.db, account.user, factor.kind, factor.id, name):
         return access.not_found(ctx)
     user = account.user

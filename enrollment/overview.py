@@ -20,8 +20,9 @@ from idp.models import SsoSession
 from idp.oauth.requests import RequestScope
 from idp.web import cookies
 from idp.web.context import AppContext, context_of
+from idp.web.i18n import N_
 
-KIND_LABELS = {"totp": "Authenticator app", "sms": "Phone (SMS)", "webauthn": "Security key or passkey"}
+KIND_LABELS = {"totp": N_("Authenticator app"), "sms": N_("Phone (SMS)"), "webauthn": N_("Security key or passkey")}
 
 
 @dataclass(frozen=True)

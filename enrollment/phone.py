@@ -24,7 +24,9 @@ from idp.factors import sms
 from idp.login import mfa
 from idp.models import SmsFactor
 from idp.oauth.requests import RequestScope
+from idp.web import i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
 PAGE = "/account/phone"
 GATEWAY_DOWN = ("The text message could not be sent. Please try again later, or add an authenticator app or a "
@@ -36,20 +38,20 @@ def _allowed(account: access.Account) -> bool:
 
 
 def _number_page(ctx: AppContext, account: access.Account, *, phone: str = "", name: str = "",
-                 error: str | None = None, status: int = 200) -> Response:
+                 error: i18n.Text | None = None, status: int = 200) -> Response:
     return ctx.pages.render("account_phone.html", status=status, action=PAGE, phone=phone, factor_name=name,
                             error=error, csrf_token=access.csrf_token(ctx, account))
 
 
-def _code_page(ctx: AppContext, account: access.Account, factor: SmsFactor, *, error: str | None = None,
-               notice: str | None = None, status: int = 200) -> Response:
+def _code_page(ctx: AppContext, account: access.Account, factor: SmsFactor, *, error: i18n.Text | None = None,
+               notice: i18n.Text | None = None, status: int = 200) -> Response:
     return ctx.pages.render("account_phone_confirm.html", status=status, action=f"{PAGE}/{factor.id}",
                             resend=f"{PAGE}/{factor.id}/resend", phone=sms.masked(factor.phone), error=error,
                             notice=notice, csrf_token=access.csrf_token(ctx, account))
 
 
 def _send(ctx: AppContext, scope: RequestScope, account: access.Account,
-          factor: SmsFactor) -> tuple[int, str] | None:
+          factor: SmsFactor) -> tuple[int, i18n.Text] | None:
     """Send the enrollment code; None when sent, else the status and message for the user (the attempt stays
     recorded: it is caught here, inside the unit of work)."""
     user = account.user
@@ -58,7 +60,7 @@ def _send(ctx: AppContext, scope: RequestScope, account: access.Account,
                       sms.enroll_purpose(factor), scope.now, message_template=sms.ENROLL_MESSAGE_TEMPLATE)
     except sms.SmsThrottled as exc:
         seconds = max(1, int(exc.retry_after.total_seconds()))
-        return 429, f"Please wait {seconds} seconds before asking for another code."
+        return 429, N_("Please wait {seconds} seconds before asking for another code.", seconds=seconds)
     except sms.SmsUnavailable as exc:
         audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
                      subject=user.username, kind="sms", reason="gateway_unavailable", detail=exc.reason,
@@ -96,7 +98,7 @@ async def number_submit(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
     phone, name = form.get("phone", "")[:64], access.clean_name(form.get("name", ""))
 
     def work(scope: RequestScope) -> Response:
@@ -134,7 +136,8 @@ async def code_page(request: Request) -> Response:
         if factor is None:
             return access.not_found(ctx)
         refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
-        return refused or _code_page(ctx, account, factor, notice=f"We sent a code to {sms.masked(factor.phone)}.")
+        return refused or _code_page(ctx, account, factor, notice=N_("We sent a code to {phone}.",
+                                                                     phone=sms.masked(factor.phone)))
 
     return await ctx.transaction(ctx.origin(request), work)
 
@@ -145,7 +148,7 @@ async def code_submit(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to=PAGE)
@@ -168,13 +171,14 @@ async def code_submit(request: Request) -> Response:
         except sms.SmsThrottled as exc:
             seconds = max(1, int(exc.retry_after.total_seconds()))
             return _code_page(ctx, account, factor, status=429,
-                              error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+                              error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                                       seconds=seconds))
         if not valid:
             audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
                          subject=user.username, kind="sms", reason="wrong_code", phone=sms.masked(factor.phone),
                          via="account", at=scope.now)
-            return _code_page(ctx, account, factor, error="The code is not valid, or it has expired. Please try "
-                                                          "again or ask for a new code.")
+            return _code_page(ctx, account, factor, error=N_("The code is not valid, or it has expired. Please try "
+                                                          "again or ask for a new code."))
         sms.confirm(scope.db, factor, scope.now)
         # The code proved possession of the phone in this session, as it does at sign-in.
         mfa.record_method(account.session, "sms", scope.now)
@@ -190,7 +194,7 @@ async def resend(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to=PAGE)
@@ -209,7 +213,8 @@ async def resend(request: Request) -> Response:
         problem = _send(ctx, scope, account, factor)
         if problem is not None:
             return _code_page(ctx, account, factor, error=problem[1], status=problem[0])
-        return _code_page(ctx, account, factor, notice=f"We sent a new code to {sms.masked(factor.phone)}.")
+        return _code_page(ctx, account, factor, notice=N_("We sent a new code to {phone}.",
+                                                          phone=sms.masked(factor.phone)))
 
     return await ctx.transaction(ctx.origin(request), work)
 

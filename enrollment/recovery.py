@@ -25,6 +25,7 @@ from idp.login import mfa
 from idp.login.second_factor import first_factor_enrolled
 from idp.oauth.requests import RequestScope
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
 PAGE = "/account/recovery-codes"
 
@@ -72,7 +73,7 @@ async def regenerate(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to=PAGE)
@@ -84,8 +85,8 @@ async def regenerate(request: Request) -> Response:
         if refused is not None:
             return refused
         if not _has_factor(scope, account):
-            return ctx.pages.error(409, "No second factor yet",
-                                   "Recovery codes stand in for a second factor. Please set one up first.")
+            return ctx.pages.error(409, N_("No second factor yet"),
+                                   N_("Recovery codes stand in for a second factor. Please set one up first."))
         access.lock_user(scope, account)  # two parallel requests must not leave two sets
         codes = recovery.regenerate(scope.db, ctx.services.passwords, account.user, scope.now)
         user = account.user

@@ -25,6 +25,7 @@ from idp.oauth.requests import RequestScope
 from idp.oauth.tokens import revoke_user_tokens
 from idp.web import cookies
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
 
 def _signed_out(ctx: AppContext) -> Response:
@@ -38,7 +39,7 @@ async def _post(request: Request, act: str) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to="/account")

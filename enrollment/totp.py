@@ -24,14 +24,16 @@ from idp.login import mfa
 from idp.login.second_factor import factor_limits, throttle_policy, totp_enrollment_context
 from idp.models import TotpFactor
 from idp.oauth.requests import RequestScope
+from idp.web import i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
 PAGE = "/account/totp"
 DEFAULT_NAME = "Authenticator app"
 
 
 def _page(ctx: AppContext, account: access.Account, factor: TotpFactor, *, name: str = "",
-          error: str | None = None, status: int = 200) -> Response:
+          error: i18n.Text | None = None, status: int = 200) -> Response:
     secret = totp_factor.secret_of(ctx.services.sealer, factor)
     return ctx.pages.render(
         "account_totp.html", status=status, action=PAGE, handle=factor.handle, factor_name=name, error=error,
@@ -71,7 +73,7 @@ async def totp_submit(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         account = access.signed_in(ctx, scope, request, return_to=PAGE)
@@ -90,18 +92,19 @@ async def totp_submit(request: Request) -> Response:
             TotpFactor.handle == handle, TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_(None),
             TotpFactor.created_at > scope.now - ctx.services.settings.session.login_timeout)) if handle else None
         if factor is None:
-            return ctx.pages.error(400, "This setup has expired", "Please start adding the app again.")
+            return ctx.pages.error(400, N_("This setup has expired"), N_("Please start adding the app again."))
         name = access.clean_name(form.get("name", ""))
         blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
         if blocked is not None:
             seconds = max(1, int(blocked.retry_after.total_seconds()))
             return _page(ctx, account, factor, name=name, status=429,
-                         error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+                         error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                                  seconds=seconds))
         if not totp_factor.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
             audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
                          subject=user.username, kind="totp", reason="wrong_code", via="account", at=scope.now)
             return _page(ctx, account, factor, name=name,
-                         error="The code is not valid. Check the time on your phone and try the next code.")
+                         error=N_("The code is not valid. Check the time on your phone and try the next code."))
         throttle.record_success(scope.db, factor_limits(ctx, user.id), reset={f"factor:user:{user.id}"})
         factor.name = name or DEFAULT_NAME
         factor.confirmed_at = scope.now

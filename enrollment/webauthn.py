@@ -27,9 +27,10 @@ from idp.factors import webauthn as wa
 from idp.login import mfa
 from idp.oauth.requests import RequestScope
 from idp.web.context import MalformedRequest, context_of
+from idp.web.i18n import N_
 
 PAGE = "/account/webauthn"
-KINDS = {"key": "Security key", "passkey": "Passkey"}
+KINDS = {"key": N_("Security key"), "passkey": N_("Passkey")}
 
 
 def _kind(request: Request) -> str:
@@ -76,7 +77,7 @@ async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     try:
         return await access.read_json(request)
     except MalformedRequest as exc:
-        return access.json_error(f"The request could not be read: {exc}.")
+        return access.json_error(N_("The request could not be read: {detail}.", detail=str(exc)))
 
 
 async def options(request: Request) -> Response:
@@ -91,7 +92,7 @@ async def options(request: Request) -> Response:
         if isinstance(account, Response):
             return account
         if not _allowed(account):
-            return access.json_error("Security keys cannot be used for your account.", status=403)
+            return access.json_error(N_("Security keys cannot be used for your account."), status=403)
         user = account.user
         try:
             challenge_id, public_key = wa.registration_options(
@@ -119,7 +120,7 @@ async def verify(request: Request) -> Response:
         if isinstance(account, Response):
             return account
         if not _allowed(account):
-            return access.json_error("Security keys cannot be used for your account.", status=403)
+            return access.json_error(N_("Security keys cannot be used for your account."), status=403)
         user = account.user
         had_codes = enrolled.has_recovery_codes(scope.db, user)
         try:

@@ -10,6 +10,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,15 +91,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from idp.app import create_app
 
-    settings = load_settings(overrides={"server": {"host": args.host, "port": args.port}})
+    overrides = {"host": args.host, "port": args.port, "workers": args.workers}
+    settings = load_settings(overrides={"server": overrides})
     configure_logging()
     services = build_services(settings)
     prepare(services)
-    host, port = settings.server.host, settings.server.port
-    print(f"Serving {settings.issuer} on http://{host}:{port}", flush=True)
-    uvicorn.run(create_app(services=services), host=host, port=port, log_level="info",
-                proxy_headers=bool(settings.server.trusted_proxies),
-                forwarded_allow_ips=",".join(settings.server.trusted_proxies) or None, server_header=False)
+    host, port, workers = settings.server.host, settings.server.port, settings.server.workers
+    print(f"Serving {settings.issuer} on http://{host}:{port} with {workers} worker(s)", flush=True)
+    # uvicorn applies X-Forwarded-For/-Proto only from these peers; idp.web.origin checks the same list again.
+    proxy: dict[str, Any] = {"proxy_headers": bool(settings.server.trusted_proxies),
+                             "forwarded_allow_ips": ",".join(settings.server.trusted_proxies) or None}
+    if workers == 1:
+        uvicorn.run(create_app(services=services), host=host, port=port, log_level="info", server_header=False,
+                    **proxy)
+        return 0
+    # Each worker is a new process that builds the app from the environment: pass on what the command line
+    # changed, so that the workers (and an issuer derived from host and port) agree with this process.
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"IDP_SERVER_{name.upper()}"] = str(value)
+    services.engine.dispose()  # the workers open their own connections
+    uvicorn.run("idp.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                log_level="info", server_header=False, **proxy)
     return 0
 
 
@@ -108,6 +122,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     services = _services()
     migrate.upgrade(services.engine)
     print("database schema is current")
+    return 0
+
+
+def cmd_db_purge(args: argparse.Namespace) -> int:
+    """Delete expired rows now (``idp serve`` does it every few minutes too); prints the counts."""
+    from idp.maintenance import run_purge
+
+    counts = run_purge(_services(), origin=audit.CLI, always_audit=True)
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        for kind, count in counts.items():
+            print(f"{kind:<24} {count}")
     return 0
 
 
@@ -242,6 +269,7 @@ def cmd_clients_add(args: argparse.Namespace) -> int:
         require_mfa=args.require_mfa,
         mfa_methods=args.mfa_method,
         allow_trusted_device=False if args.no_trusted_device else None,
+        theme=_checked_theme(args.theme),
     )
     with unit_of_work(services.sessions) as db:
         try:
@@ -266,7 +294,17 @@ def cmd_clients_add(args: argparse.Namespace) -> int:
 
 def _client_policy(row: Client) -> dict[str, Any]:
     return {"trusted": row.trusted, "require_mfa": row.require_mfa, "mfa_methods": row.mfa_methods,
-            "allow_trusted_device": row.allow_trusted_device}
+            "allow_trusted_device": row.allow_trusted_device, "theme": row.theme}
+
+
+def _checked_theme(name: str | None) -> str | None:
+    """A client's theme must load now (with its parents and templates), not fail at the first sign-in."""
+    if not name:
+        return None
+    from idp.web.templates import Pages
+
+    Pages(name, load_settings().issuer)  # raises ThemeError naming the problem
+    return name
 
 
 def cmd_clients_update(args: argparse.Namespace) -> int:
@@ -282,6 +320,8 @@ def cmd_clients_update(args: argparse.Namespace) -> int:
         changes["trusted"] = args.trusted
     if args.trusted_device is not None:
         changes["allow_trusted_device"] = args.trusted_device
+    if args.theme is not None:
+        changes["theme"] = _checked_theme(args.theme)
     services = _services()
     with unit_of_work(services.sessions) as db:
         row = find_client(db, args.client_id)
@@ -398,10 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the identity provider over HTTP")
     serve.add_argument("--host", help="address to listen on (default: [server] host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [server] port)")
+    serve.add_argument("--workers", type=int, help="server processes to start (default: [server] workers)")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all database migrations").set_defaults(func=cmd_db_upgrade)
+    purge = db.add_parser("purge", help="delete expired codes, challenges, sessions and tokens now")
+    purge.add_argument("--json", action="store_true", help="print the counts as JSON")
+    purge.set_defaults(func=cmd_db_purge)
 
     users = sub.add_parser("users", help="user accounts").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="create a local user")
@@ -449,9 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="second factor the client accepts (repeatable; default every allowed one)")
     cadd.add_argument("--no-trusted-device", action="store_true",
                       help="a browser trusted for the workday never replaces the second factor here")
+    cadd.add_argument("--theme", help="theme of this client's sign-in pages (a folder under themes/)")
     cadd.add_argument("--json", action="store_true", help="print one JSON object with client_id and client_secret")
     cadd.set_defaults(func=cmd_clients_add)
-    cupd = clients.add_parser("update", help="change a client's consent and second-factor settings")
+    cupd = clients.add_parser("update", help="change a client's consent, second-factor and theme settings")
     cupd.add_argument("client_id", help="the client's id (after the options and `--` if it starts with -)")
     mfa_flag = cupd.add_mutually_exclusive_group()
     mfa_flag.add_argument("--require-mfa", dest="require_mfa", action="store_const", const=True,
@@ -472,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trusted browser may replace the second factor where the policy allows it")
     device.add_argument("--no-trusted-device", dest="trusted_device", action="store_const", const=False,
                         help="a trusted browser never replaces the second factor here")
+    cupd.add_argument("--theme", help="theme of this client's sign-in pages; an empty value: the configured one")
     cupd.add_argument("--json", action="store_true", help="print the client's settings as JSON")
     cupd.set_defaults(func=cmd_clients_update)
     cls = clients.add_parser("list", help="list clients")

@@ -162,6 +162,14 @@ class DatabaseSettings:
 class ServerSettings:
     host: str = setting("127.0.0.1", "Address `idp serve` listens on.", _parse_str)
     port: int = setting(8000, "Port `idp serve` listens on.", _parse_positive_int)
+    workers: int = setting(
+        1,
+        "Server processes `idp serve` starts on this machine. About one per CPU core: password hashing (argon2id) "
+        "and signing use the CPU, and each process keeps its own pool of `[database] pool_size` connections, so "
+        "PostgreSQL must allow `workers` times `pool_size` (times two, for overflow) connections per machine. "
+        "With the embedded SQLite database the processes take turns writing; for more than one machine use PostgreSQL.",
+        _parse_positive_int,
+    )
     trusted_proxies: tuple[str, ...] = setting(
         (),
         "Addresses of reverse proxies whose `X-Forwarded-For/-Proto/-Host` headers are trusted. Empty: none are.",
@@ -658,7 +666,8 @@ class Settings:
         _parse_optional_str,
     )
     secret_key_file: str | None = setting(None, "A file holding `secret_key`.", _parse_optional_str)
-    theme: str = setting("default", "Theme folder under `themes/` used for every page.", _parse_str)
+    theme: str = setting("default", "Theme folder under `themes/` used for every page (a client may have its own: "
+                                    "`idp clients update --theme`); see docs/themes.md.", _parse_str)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     keys: KeysSettings = field(default_factory=KeysSettings)

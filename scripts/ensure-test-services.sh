@@ -53,3 +53,18 @@ if ! command -v slapd >/dev/null 2>&1 && [ ! -x /usr/sbin/slapd ] || ! command -
   apt-get update -qq
   apt-get install -y -qq slapd ldap-utils >/dev/null
 fi
+
+# axe-core for the accessibility checks (tests/browser/test_accessibility.py), injected into Chromium by
+# Playwright. From npm into .cache/node_modules of the project (not saved in any package.json).
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -f "$root/.cache/node_modules/axe-core/axe.min.js" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq npm >/dev/null
+  fi
+  echo "installing axe-core"
+  mkdir -p "$root/.cache"
+  (cd "$root/.cache" && npm install --no-save --no-audit --no-fund --no-package-lock --prefix . axe-core >/dev/null)
+fi

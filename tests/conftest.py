@@ -25,6 +25,7 @@ from idp.db import Base, create_db_engine, unit_of_work
 from idp.models import SigningKey
 from idp.oauth.keys import ensure_keys
 from idp.services import Services, build_services
+from idp.web import i18n
 
 ISSUER = "https://idp.test"
 PG_ADMIN_URL = os.environ.get("IDP_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -96,6 +97,19 @@ def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settin
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def english_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most tests read the pages' English texts: they run with English as the fallback language (a browser
+    that asks for nothing). tests/test_i18n.py checks the real default, German, with the ``german_default``
+    fixture."""
+    monkeypatch.setattr(i18n, "DEFAULT_LOCALE", "en")
+
+
+@pytest.fixture
+def german_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(i18n, "DEFAULT_LOCALE", "de")
 
 
 @pytest.fixture

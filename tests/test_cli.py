@@ -28,7 +28,8 @@ from tests.helpers import PASSWORD
 ROOT = Path(__file__).resolve().parents[1]
 # Every command the issue promises, each documented by --help.
 COMMANDS = [
-    ("serve",), ("db",), ("db", "upgrade"), ("users",), ("users", "add"), ("users", "list"), ("users", "show"),
+    ("serve",), ("db",), ("db", "upgrade"), ("db", "purge"), ("users",), ("users", "add"), ("users", "list"),
+    ("users", "show"),
     ("users", "reset-mfa"), ("clients",), ("clients", "add"), ("clients", "list"), ("clients", "update"),
     ("keys",), ("keys", "rotate"), ("keys", "list"), ("config",), ("config", "reference"), ("config", "check"),
     ("sync",), ("sync", "ldap"), ("sync", "history"),

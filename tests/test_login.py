@@ -465,8 +465,10 @@ def _assert_page_headers(response: httpx2.Response) -> None:
     assert response.headers["strict-transport-security"].startswith("max-age=31536000")
     assert response.headers["cache-control"] == "no-store"
     assert "access-control-allow-origin" not in response.headers
-    # No third-party resources (RFC 9700 4.2.4): every src/href is local.
-    for url in re.findall(r'(?:src|href|action)="([^"]*)"', response.text):
+    # No third-party resources (RFC 9700 4.2.4): every src, form action and linked resource is local (links the
+    # person follows, such as the theme's imprint, may lead elsewhere).
+    for found in re.findall(r'(?:src|action)="([^"]*)"|<link [^>]*href="([^"]*)"', response.text):
+        url = "".join(found)
         assert url.startswith("/") or url.startswith(ISSUER), url
     assert "<script>" not in response.text, "no inline scripts"
 

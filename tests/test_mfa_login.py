@@ -356,3 +356,33 @@ def test_totp_user_asked_for_phr_proves_totp_then_enrolls_a_key(browser: TestCli
     assert after.status_code == 303 and after.headers["location"].endswith("/enroll")
     choices = browser.get(after.headers["location"])
     assert 'data-method="webauthn"' in choices.text and 'data-method="totp"' not in choices.text
+
+
+def test_trusted_browser_cookie_does_nothing_for_another_user(browser: TestClient, mfa_services: Services,
+                                                              clock: FakeClock) -> None:
+    """A trusted-browser cookie copied into another user's browser still leaves that user's second factor to
+    be asked (security case 50): the cookie is bound to the user who trusted the browser."""
+    add_user(mfa_services)
+    add_user(mfa_services, "max", email="max@musterstadt.de")
+    app = add_client(mfa_services, trusted=True)
+    secret, _ = _first_login_with_enrollment(browser, Flow(app), clock)
+    clock.advance(seconds=60)
+    step = _sign_in_again(browser, Flow(app))
+    page = browser.get(step.headers["location"])
+    done = browser.post(step.headers["location"], data={"method": "totp", "code": pyotp.TOTP(secret).at(clock()),
+                                                       "csrf_token": csrf_of(page.text), "trust_device": "yes"})
+    trusted = re.search(r"__Host-idp_trusted=([^;]+)", done.headers["set-cookie"]).group(1)  # type: ignore[union-attr]
+
+    with TestClient(create_app(services=mfa_services), base_url=ISSUER, follow_redirects=False) as other:
+        other.cookies.set("__Host-idp_trusted", trusted, domain="idp.test", path="/")
+        login = other.get(Flow(app).url()).headers["location"]
+        response = submit_login(other, login, username="max")
+        step = other.get(response.headers["location"])
+        assert step.status_code == 303 and step.headers["location"].endswith("/enroll")
+
+    # Control: the same cookie in a fresh browser does spare erika her second factor, so it was sent above.
+    with TestClient(create_app(services=mfa_services), base_url=ISSUER, follow_redirects=False) as hers:
+        hers.cookies.set("__Host-idp_trusted", trusted, domain="idp.test", path="/")
+        login = hers.get(Flow(app).url()).headers["location"]
+        response = hers.get(submit_login(hers, login).headers["location"])
+        assert response.status_code == 302 and "code=" in response.headers["location"]

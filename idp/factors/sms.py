@@ -39,6 +39,7 @@ from idp.config import SmsSettings
 from idp.crypto import KeyedHasher
 from idp.db import rowcount
 from idp.models import SmsChallenge, SmsFactor, User
+from idp.web.i18n import N_
 
 log = logging.getLogger("idp.sms")
 
@@ -94,20 +95,21 @@ def normalize_phone(text: str, default_region: str) -> str:
     """The number in E.164 (``+4930123456``); national numbers are read as numbers of ``default_region``."""
     stripped = text.strip()
     if not stripped:
-        raise PhoneNumberInvalid("Please enter a phone number.")
+        raise PhoneNumberInvalid(N_("Please enter a phone number."))
     # phonenumbers skips trailing junk (``tel:``, letters, control characters); a number we send codes to
     # must be exactly what the user typed, so anything but digits and separators is refused first.
     if len(stripped) > 40 or not set(stripped) <= _PHONE_CHARACTERS:
-        raise PhoneNumberInvalid("A phone number may contain only digits, spaces, +, -, /, ( and ).")
+        raise PhoneNumberInvalid(N_("A phone number may contain only digits, spaces, +, -, /, ( and )."))
     try:
         number = phonenumbers.parse(stripped, default_region.upper())
     except phonenumbers.NumberParseException as exc:
         national = not stripped.startswith(("+", "00"))
         if national and exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            raise PhoneNumberInvalid("Please write the number with its country code, e.g. +49 151 23456789.") from exc
-        raise PhoneNumberInvalid("This is not a valid phone number.") from exc
+            raise PhoneNumberInvalid(
+                N_("Please write the number with its country code, e.g. +49 151 23456789.")) from exc
+        raise PhoneNumberInvalid(N_("This is not a valid phone number.")) from exc
     if number.extension or not phonenumbers.is_valid_number(number):
-        raise PhoneNumberInvalid("This is not a valid phone number.")
+        raise PhoneNumberInvalid(N_("This is not a valid phone number."))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -203,7 +205,7 @@ def add_phone(db: Session, user: User, phone_text: str, name: str, settings: Sms
     phone = normalize_phone(phone_text, settings.default_region)
     existing = db.scalars(select(SmsFactor).where(SmsFactor.user_id == user.id, SmsFactor.phone == phone)).all()
     if any(factor.confirmed_at is not None for factor in existing):
-        raise PhoneAlreadyEnrolled("This number is already registered for your account.")
+        raise PhoneAlreadyEnrolled(N_("This number is already registered for your account."))
     label = name.strip()[:64] or "Phone"
     if existing:
         existing[0].name = label

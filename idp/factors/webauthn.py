@@ -71,6 +71,7 @@ from idp.config import WebAuthnSettings
 from idp.crypto import random_token
 from idp.db import rowcount
 from idp.models import User, WebAuthnChallenge, WebAuthnCredential
+from idp.web.i18n import N_
 
 log = logging.getLogger("idp.webauthn")
 
@@ -154,8 +155,8 @@ def _attestation(settings: WebAuthnSettings) -> _Attestation:
     if not roots:
         # Without roots py_webauthn accepts any chain, which would make the AAGUID list self-asserted.
         log.error("webauthn: allowed_aaguids is set but attestation_roots holds no certificate")
-        raise WebAuthnError("Security keys cannot be registered at the moment (the server's attestation "
-                            "settings are incomplete). Please contact the IT service desk.",
+        raise WebAuthnError(N_("Security keys cannot be registered at the moment (the server's attestation "
+                            "settings are incomplete). Please contact the IT service desk."),
                             reason="attestation_roots_missing")
     return _Attestation(AttestationConveyancePreference.DIRECT, {fmt: roots for fmt in _CHAINED_FORMATS},
                         frozenset(a.strip().lower() for a in settings.allowed_aaguids))
@@ -293,7 +294,7 @@ def register(db: Session, settings: WebAuthnSettings, issuer: str, user: User, c
     if attestation.roots is not None:
         _check_attestation(attestation, verified.aaguid, statement)
     if db.scalar(select(WebAuthnCredential.id).where(WebAuthnCredential.credential_id == verified.credential_id)):
-        raise WebAuthnError("This security key is already registered.", reason="duplicate_credential")
+        raise WebAuthnError(N_("This security key is already registered."), reason="duplicate_credential")
     credential = WebAuthnCredential(
         user_id=user.id,
         name=(name or "").strip()[:64] or ("Passkey" if row.extra.get("discoverable") else "Security key"),
@@ -311,7 +312,7 @@ def register(db: Session, settings: WebAuthnSettings, issuer: str, user: User, c
         with db.begin_nested():  # the unique index decides between two parallel registrations of one key
             db.add(credential)
     except IntegrityError as exc:
-        raise WebAuthnError("This security key is already registered.", reason="duplicate_credential") from exc
+        raise WebAuthnError(N_("This security key is already registered."), reason="duplicate_credential") from exc
     return credential
 
 
@@ -319,17 +320,17 @@ def _refusal(exc: Exception) -> WebAuthnError:
     """A message for the user and a reason for the audit trail, from py_webauthn's (English) exception text."""
     text = str(exc)
     if "origin" in text or "RP ID" in text:
-        return WebAuthnError("This security key answered for another website. Please sign in at this address.",
+        return WebAuthnError(N_("This security key answered for another website. Please sign in at this address."),
                              reason="wrong_origin_or_rp_id")
     if "client data type" in text:
         return WebAuthnError(_NOT_ACCEPTED, reason="wrong_ceremony")
     if "User verification is required" in text:
-        return WebAuthnError("Your security key must verify you (PIN or fingerprint). Please try again.",
+        return WebAuthnError(N_("Your security key must verify you (PIN or fingerprint). Please try again."),
                              reason="user_not_verified")
     if "presence" in text or "not present" in text:
-        return WebAuthnError("Please touch your security key to confirm.", reason="user_not_present")
+        return WebAuthnError(N_("Please touch your security key to confirm."), reason="user_not_present")
     if "Unsupported credential public key alg" in text:
-        return WebAuthnError("This security key uses a signature algorithm that is not accepted here.",
+        return WebAuthnError(N_("This security key uses a signature algorithm that is not accepted here."),
                              reason="unsupported_algorithm")
     if "signature" in text:
         return WebAuthnError(_NOT_ACCEPTED, reason="bad_signature")
@@ -340,7 +341,7 @@ def _check_attestation(attestation: _Attestation, aaguid: str, statement: Attest
     """Only a chain to a configured root proves the model; then the model must be on the list."""
     x5c: list[bytes] | None = statement.att_stmt.x5c if statement.att_stmt else None
     if statement.fmt not in _CHAINED_FORMATS or not x5c:
-        raise WebAuthnError("Only security keys issued by your administration can be registered here.",
+        raise WebAuthnError(N_("Only security keys issued by your administration can be registered here."),
                             reason="attestation_missing")
     try:
         leaf = x509.load_der_x509_certificate(x5c[0])
@@ -355,7 +356,7 @@ def _check_attestation(attestation: _Attestation, aaguid: str, statement: Attest
         if not (len(value) == 18 and value[:2] == b"\x04\x10" and value[2:].hex() == aaguid.replace("-", "")):
             raise WebAuthnError(_NOT_ACCEPTED, reason="aaguid_mismatch")
     if aaguid.lower() not in attestation.aaguids:
-        raise WebAuthnError("Only security keys issued by your administration can be registered here.",
+        raise WebAuthnError(N_("Only security keys issued by your administration can be registered here."),
                             reason="aaguid_not_allowed")
 
 
@@ -369,7 +370,7 @@ def authentication_options(db: Session, settings: WebAuthnSettings, issuer: str,
     if user is not None:
         allowed = _descriptors(credentials_of(db, user))
         if not allowed:
-            raise WebAuthnError("No security key is registered for this account.", reason="no_credentials")
+            raise WebAuthnError(N_("No security key is registered for this account."), reason="no_credentials")
         uv = settings.user_verification
     else:
         allowed, uv = [], "required"
@@ -411,19 +412,19 @@ def authenticate(db: Session, settings: WebAuthnSettings, issuer: str, challenge
         raise WebAuthnError(_NOT_ACCEPTED, reason="malformed") from exc
     credential = db.scalar(select(WebAuthnCredential).where(WebAuthnCredential.credential_id == parsed.raw_id))
     if credential is None or (user is not None and credential.user_id != user.id):
-        raise WebAuthnError("This security key is not registered for this account.", reason="unknown_credential")
+        raise WebAuthnError(N_("This security key is not registered for this account."), reason="unknown_credential")
     owner = db.get(User, credential.user_id)
     assert owner is not None
     handle = parsed.response.user_handle
     if user is None and not handle:
-        raise WebAuthnError("This passkey did not say which account it belongs to. Please use your username.",
+        raise WebAuthnError(N_("This passkey did not say which account it belongs to. Please use your username."),
                             reason="user_handle_missing")
     # A user handle, when sent, must be the owner's (WebAuthn 7.2 step 6), also in the second step.
     if handle and (owner.webauthn_handle is None or not hmac.compare_digest(handle, owner.webauthn_handle)):
-        raise WebAuthnError("This security key is not registered for this account.", reason="user_handle_mismatch")
+        raise WebAuthnError(N_("This security key is not registered for this account."), reason="user_handle_mismatch")
     if credential.flagged_at is not None:
-        raise WebAuthnError("This security key has been blocked because it may have been copied. Please use "
-                            "another method and contact the IT service desk.", reason="flagged_credential")
+        raise WebAuthnError(N_("This security key has been blocked because it may have been copied. Please use "
+                            "another method and contact the IT service desk."), reason="flagged_credential")
     require_uv = user is None or settings.user_verification == "required" or row.extra.get("uv") == "required"
     try:
         # The stored counter is compared below, after the signature is known to be good (see module doc).
@@ -453,8 +454,8 @@ def authenticate(db: Session, settings: WebAuthnSettings, issuer: str, challenge
     if won != 1:
         if credential.flagged_at is None:
             _flag_cloned(db, credential, owner, new_count, now, origin=origin, client_id=client_id)
-        raise WebAuthnError("This security key has been blocked because it may have been copied. Please use "
-                            "another method and contact the IT service desk.", reason="sign_count_regression")
+        raise WebAuthnError(N_("This security key has been blocked because it may have been copied. Please use "
+                            "another method and contact the IT service desk."), reason="sign_count_regression")
     return credential, amr_of(credential, user_verified=verified.user_verified)
 
 

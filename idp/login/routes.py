@@ -48,15 +48,16 @@ from idp.oauth.logout import end_session
 from idp.oauth.requests import Request as OAuthRequest
 from idp.oauth.requests import RequestScope
 from idp.oauth.server import OAuthResponse
-from idp.web import cookies, csrf
+from idp.web import cookies, csrf, i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_fields, read_form
+from idp.web.i18n import N_
 
 SCOPE_TEXTS = {
-    "openid": "Confirm who you are",
-    "profile": "Your name and username",
-    "email": "Your email address",
-    "groups": "Your group memberships",
-    "offline_access": "Stay connected while you are away (offline access)",
+    "openid": N_("Confirm who you are"),
+    "profile": N_("Your name and username"),
+    "email": N_("Your email address"),
+    "groups": N_("Your group memberships"),
+    "offline_access": N_("Stay connected while you are away (offline access)"),
 }
 
 
@@ -74,8 +75,8 @@ def _error_redirect(ctx: AppContext, oreq: OAuthRequest, error: OAuth2Error) -> 
 
 
 def _invalid_request_page(ctx: AppContext, error: OAuth2Error) -> Response:
-    return ctx.pages.error(400, "The application sent an invalid sign-in request",
-                           "Please return to the application and try again.",
+    return ctx.pages.error(400, N_("The application sent an invalid sign-in request"),
+                           N_("Please return to the application and try again."),
                            detail=f"{error.error}: {error.description or ''}".strip(": "))
 
 
@@ -173,7 +174,9 @@ async def authorize(request: Request) -> Response:
         if request.method == "POST":
             params += await read_form(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The application sent an invalid sign-in request", str(exc))
+        return ctx.pages.error(400, N_("The application sent an invalid sign-in request"), str(exc))
+    # The pages of this sign-in speak the language the application asked for (stored with the transaction).
+    i18n.use_ui_locales(dict(params).get("ui_locales"))
     browser, new_browser = browser_id(ctx, request)
 
     def work(scope: RequestScope) -> Response:
@@ -208,7 +211,7 @@ async def authorize(request: Request) -> Response:
 
 
 
-def _login_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, *, error: str | None = None,
+def _login_page(ctx: AppContext, scope: RequestScope, tx: LoginTransaction, *, error: i18n.Text | None = None,
                 username: str = "", status: int = 200) -> Response:
     pairs = dict(tx.params["pairs"])
     return ctx.pages.render(
@@ -236,7 +239,7 @@ async def login_submit(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
     username = form.get("username", "")
     password = form.get("password", "")
 
@@ -245,9 +248,9 @@ async def login_submit(request: Request) -> Response:
         if tx is None:
             return expired_page(ctx)
         if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "login", csrf_binding(tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+            return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
         if len(username) > 255 or len(password) > 1024:
-            return _login_page(ctx, scope, tx, error="Username or password is incorrect.", status=400)
+            return _login_page(ctx, scope, tx, error=N_("Username or password is incorrect."), status=400)
         client_id = client_pub_id(scope, tx)
         result = check_password(scope.db, ctx.services.passwords, ctx.services.settings.throttle, username, password,
                                 now=scope.now, origin=origin, client_id=client_id,
@@ -255,15 +258,16 @@ async def login_submit(request: Request) -> Response:
         if result.outcome is Outcome.UNAVAILABLE:
             # Not the person's fault and not counted as a failure: say so plainly (security case 53).
             return _login_page(ctx, scope, tx, username=username, status=503,
-                               error="Your password cannot be checked right now because the directory service "
-                                     "does not answer. Please try again in a few minutes.")
+                               error=N_("Your password cannot be checked right now because the directory service "
+                                     "does not answer. Please try again in a few minutes."))
         if result.outcome is Outcome.THROTTLED:
             assert result.retry_after is not None
             seconds = max(1, int(result.retry_after.total_seconds()))
             return _login_page(ctx, scope, tx, username=username, status=429,
-                               error=f"Too many failed attempts. Please wait {seconds} seconds and try again.")
+                               error=N_("Too many failed attempts. Please wait {seconds} seconds and try again.",
+                                        seconds=seconds))
         if result.outcome is Outcome.INVALID:
-            return _login_page(ctx, scope, tx, username=username, error="Username or password is incorrect.")
+            return _login_page(ctx, scope, tx, username=username, error=N_("Username or password is incorrect."))
         assert result.user is not None
         methods = ["password"]
         trusted_cookie = request.cookies.get(cookies.cookie_name(ctx.services.settings, trusted_devices.COOKIE))
@@ -429,14 +433,14 @@ async def consent_submit(request: Request) -> Response:
     try:
         form = await read_fields(request)
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The form could not be read", str(exc))
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
     def work(scope: RequestScope) -> Response:
         tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
             return expired_page(ctx)
         if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), "consent", csrf_binding(tx)):
-            return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+            return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
         resumed = _resume_grant(ctx, scope, request, tx)
         if isinstance(resumed, Response):
             return resumed
@@ -494,7 +498,7 @@ async def _logout(request: Request, *, confirmed: bool) -> Response:
         params = query_pairs(request) if not confirmed else []
         form = await read_form(request, required=confirmed) if request.method == "POST" else []
     except MalformedRequest as exc:
-        return ctx.pages.error(400, "The logout request could not be read", str(exc))
+        return ctx.pages.error(400, N_("The logout request could not be read"), str(exc))
     fields = dict(form)
     if confirmed:
         params = [(k, v) for k, v in form if k in LOGOUT_FIELDS]
@@ -507,8 +511,8 @@ async def _logout(request: Request, *, confirmed: bool) -> Response:
         try:
             validated = ctx.server.validate_endpoint_request("end_session", oreq)
         except OAuth2Error as error:
-            return ctx.pages.error(400, "The logout request is invalid",
-                                   "You were not signed out. Please close the browser to end your session.",
+            return ctx.pages.error(400, N_("The logout request is invalid"),
+                                   N_("You were not signed out. Please close the browser to end your session."),
                                    detail=f"{error.error}: {error.description or ''}")
         current = current_session(ctx, scope, request)
         if current is None:
@@ -517,7 +521,7 @@ async def _logout(request: Request, *, confirmed: bool) -> Response:
         if confirmed:
             if not csrf.check_token(ctx.services.csrf_key, fields.get("csrf_token"), "logout",
                                     _logout_binding(request, ctx)):
-                return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+                return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
         elif not hint_matches:
             return ctx.pages.render(
                 "logout.html", action="/logout/confirm", fields=[(k, v) for k, v in params if k in LOGOUT_FIELDS],

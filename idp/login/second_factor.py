@@ -35,14 +35,15 @@ from idp.login.transactions import (
 )
 from idp.models import LoginTransaction, SmsFactor, SsoSession, TotpFactor
 from idp.oauth.requests import RequestScope
-from idp.web import cookies, csrf
+from idp.web import cookies, csrf, i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.i18n import N_
 
 METHOD_LABELS = {
-    "webauthn": "Security key or passkey",
-    "totp": "Authenticator app",
-    "sms": "Text message (SMS)",
-    "recovery": "Recovery code",
+    "webauthn": N_("Security key or passkey"),
+    "totp": N_("Authenticator app"),
+    "sms": N_("Text message (SMS)"),
+    "recovery": N_("Recovery code"),
 }
 
 
@@ -108,14 +109,14 @@ def step_form(purpose: str, body: StepBody) -> Callable[[Request], Awaitable[Res
         try:
             form = await read_fields(request)
         except MalformedRequest as exc:
-            return ctx.pages.error(400, "The form could not be read", str(exc))
+            return ctx.pages.error(400, N_("The form could not be read"), str(exc))
 
         def work(scope: RequestScope) -> Response:
             step = _step(ctx, scope, request, request.path_params["tx"])
             if isinstance(step, Response):
                 return step
             if not csrf.check_token(ctx.services.csrf_key, form.get("csrf_token"), purpose, csrf_binding(step.tx)):
-                return ctx.pages.error(403, "The form has expired", "Please reload the page and try again.")
+                return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
             return body(ctx, scope, step, form)
 
         return await ctx.transaction(ctx.origin(request), work)
@@ -146,7 +147,7 @@ def offered_methods(scope: RequestScope, step: Step) -> tuple[list[str], bool]:
 
 
 def _factor_page(ctx: AppContext, scope: RequestScope, step: Step, method: str | None, *,
-                 error: str | None = None, status: int = 200, notice: str | None = None) -> Response:
+                 error: i18n.Text | None = None, status: int = 200, notice: i18n.Text | None = None) -> Response:
     methods, proving = offered_methods(scope, step)
     if not methods:
         return RedirectResponse(f"/login/{step.tx.id}/enroll", status_code=303)
@@ -195,7 +196,7 @@ def _sms_send(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, 
     """Send a code to the user's phone; a failing gateway leaves the user on the page with another choice."""
     factor = _sms_factor(scope, step)
     if factor is None or "sms" not in offered_methods(scope, step)[0]:
-        return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
+        return _factor_page(ctx, scope, step, None, error=N_("This method cannot be used here."), status=400)
     user = step.session.user
     try:
         sms.send_code(scope.db, ctx.services.hasher, sms.gateway_from_settings(ctx.services.settings.sms),
@@ -203,16 +204,17 @@ def _sms_send(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, 
     except sms.SmsThrottled as exc:
         seconds = max(1, int(exc.retry_after.total_seconds()))
         return _factor_page(ctx, scope, step, "sms", status=429,
-                            error=f"Please wait {seconds} seconds before asking for another code.")
+                            error=N_("Please wait {seconds} seconds before asking for another code.", seconds=seconds))
     except sms.SmsUnavailable:
         audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
                      subject=user.username, client_id=client_pub_id(scope, step.tx), method="sms",
                      reason="gateway_unavailable", at=scope.now)
         return _factor_page(ctx, scope, step, "sms", status=503,
-                            error="The text message could not be sent. Please try again later or use "
-                                  "another method.")
+                            error=N_("The text message could not be sent. Please try again later or use "
+                                  "another method."))
     step.tx.params = {**step.tx.params, "sms_factor": factor.id}
-    return _factor_page(ctx, scope, step, "sms", notice=f"We sent a code to {sms.masked(factor.phone)}.")
+    return _factor_page(ctx, scope, step, "sms", notice=N_("We sent a code to {phone}.",
+                                                           phone=sms.masked(factor.phone)))
 
 
 sms_send = step_form("factor", _sms_send)
@@ -255,7 +257,7 @@ def _factor_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[
     if method not in offered_methods(scope, step)[0] or method not in ("totp", "sms", "recovery"):
         # A method the policy does not allow here (say, SMS for a client that forbids it) is refused even
         # when posted directly.
-        return _factor_page(ctx, scope, step, None, error="This method cannot be used here.", status=400)
+        return _factor_page(ctx, scope, step, None, error=N_("This method cannot be used here."), status=400)
     blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
     if blocked is not None:
         seconds = max(1, int(blocked.retry_after.total_seconds()))
@@ -263,18 +265,20 @@ def _factor_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[
                      subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
                      reason="throttled", at=scope.now)
         return _factor_page(ctx, scope, step, method, status=429,
-                            error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+                            error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                                     seconds=seconds))
     try:
         valid = _verify(ctx, scope, step, method, code)
     except sms.SmsThrottled as exc:
         seconds = max(1, int(exc.retry_after.total_seconds()))
         return _factor_page(ctx, scope, step, method, status=429,
-                            error=f"Too many wrong codes. Please wait {seconds} seconds and try again.")
+                            error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                                     seconds=seconds))
     if not valid:
         audit.record(scope.db, "login.second_factor", outcome="failure", origin=scope.origin, actor=user.sub,
                      subject=user.username, client_id=client_pub_id(scope, step.tx), method=method,
                      reason="wrong_code", at=scope.now)
-        return _factor_page(ctx, scope, step, method, error="The code is not valid. Please try again.")
+        return _factor_page(ctx, scope, step, method, error=N_("The code is not valid. Please try again."))
     return complete(ctx, scope, step, method, _resume(step.tx), trust=form.get("trust_device") == "yes")
 
 
@@ -308,8 +312,8 @@ enroll_page = step_page(_enroll_page)
 
 def _enroll_skip(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     if step.need.skippable_until is None or scope.now.date() >= step.need.skippable_until:
-        return ctx.pages.error(403, "A second factor is required",
-                               "Please set up a second factor to continue.")
+        return ctx.pages.error(403, N_("A second factor is required"),
+                               N_("Please set up a second factor to continue."))
     step.tx.params = {**step.tx.params, "mfa_skipped": True}
     user = step.session.user
     audit.record(scope.db, "factor.enrollment_skipped", origin=scope.origin, actor=user.sub,
@@ -338,7 +342,7 @@ def totp_enrollment_context(ctx: AppContext, secret: str, account: str) -> dict[
     return {"otpauth_uri": uri, "qr_svg": totp.qr_svg(uri), "secret_grouped": totp.grouped(secret)}
 
 
-def _totp_page(ctx: AppContext, scope: RequestScope, step: Step, *, error: str | None = None,
+def _totp_page(ctx: AppContext, scope: RequestScope, step: Step, *, error: i18n.Text | None = None,
                status: int = 200) -> Response:
     factor, secret = _pending_totp(ctx, scope, step)
     return ctx.pages.render(
@@ -350,7 +354,7 @@ def _totp_page(ctx: AppContext, scope: RequestScope, step: Step, *, error: str |
 
 def _enroll_totp_page(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
     if "totp" not in _enroll_methods(step):
-        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+        return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used here."))
     return _totp_page(ctx, scope, step)
 
 
@@ -369,16 +373,16 @@ def first_factor_enrolled(ctx: AppContext, scope: RequestScope, user: Any) -> li
 
 def _enroll_totp_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     if "totp" not in _enroll_methods(step):
-        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+        return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used here."))
     user = step.session.user
     blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
     if blocked is not None:
-        return _totp_page(ctx, scope, step, status=429, error="Too many wrong codes. Please wait and try again.")
+        return _totp_page(ctx, scope, step, status=429, error=N_("Too many wrong codes. Please wait and try again."))
     factor, _ = _pending_totp(ctx, scope, step)
     if not totp.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
         audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
                      subject=user.username, kind="totp", reason="wrong_code", at=scope.now)
-        return _totp_page(ctx, scope, step, error="The code is not valid. Check the time on your phone.")
+        return _totp_page(ctx, scope, step, error=N_("The code is not valid. Check the time on your phone."))
     factor.confirmed_at = scope.now
     step.tx.params = {key: value for key, value in step.tx.params.items() if key != "totp_pending"}
     audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,
@@ -394,7 +398,7 @@ enroll_totp_submit = step_form("enroll", _enroll_totp_submit)
 
 
 def _sms_enroll_page(ctx: AppContext, step: Step, *, phone: str = "", sent_to: str | None = None,
-                     error: str | None = None, status: int = 200) -> Response:
+                     error: i18n.Text | None = None, status: int = 200) -> Response:
     return ctx.pages.render(
         "enroll_sms.html", status=status, action=f"/login/{step.tx.id}/enroll/sms", phone=phone, sent_to=sent_to,
         error=error, csrf_token=csrf.make_token(ctx.services.csrf_key, "enroll", csrf_binding(step.tx)),
@@ -403,7 +407,7 @@ def _sms_enroll_page(ctx: AppContext, step: Step, *, phone: str = "", sent_to: s
 
 def _enroll_sms_page(ctx: AppContext, scope: RequestScope, step: Step, request: Request) -> Response:
     if "sms" not in _enroll_methods(step):
-        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+        return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used here."))
     return _sms_enroll_page(ctx, step)
 
 
@@ -413,7 +417,7 @@ enroll_sms_page = step_page(_enroll_sms_page)
 def _enroll_sms_submit(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
     """Two posts on one page: a ``phone`` sends a code to it; a ``code`` confirms the pending phone."""
     if "sms" not in _enroll_methods(step):
-        return ctx.pages.error(403, "Not available", "This method cannot be used here.")
+        return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used here."))
     user = step.session.user
     settings = ctx.services.settings.sms
     if "code" not in form:
@@ -425,26 +429,27 @@ def _enroll_sms_submit(ctx: AppContext, scope: RequestScope, step: Step, form: d
             return _sms_enroll_page(ctx, step, phone=form.get("phone", "")[:64], error=str(exc), status=400)
         except sms.SmsThrottled as exc:
             seconds = max(1, int(exc.retry_after.total_seconds()))
-            return _sms_enroll_page(ctx, step, error=f"Please wait {seconds} seconds before the next code.",
+            return _sms_enroll_page(ctx, step, error=N_("Please wait {seconds} seconds before the next code.",
+                                                        seconds=seconds),
                                     status=429)
         except sms.SmsUnavailable:
-            return _sms_enroll_page(ctx, step, status=503, error="The text message could not be sent. Please "
-                                    "try again later or choose another method.")
+            return _sms_enroll_page(ctx, step, status=503, error=N_("The text message could not be sent. Please "
+                                    "try again later or choose another method."))
         step.tx.params = {**step.tx.params, "sms_pending": factor.id}
         return _sms_enroll_page(ctx, step, sent_to=sms.masked(factor.phone))
     pending = scope.db.get(SmsFactor, step.tx.params.get("sms_pending") or 0)
     if pending is None or pending.user_id != user.id:
-        return _sms_enroll_page(ctx, step, error="Please enter your phone number first.", status=400)
+        return _sms_enroll_page(ctx, step, error=N_("Please enter your phone number first."), status=400)
     try:
         valid = sms.verify_code(scope.db, ctx.services.hasher, pending, sms.enroll_purpose(pending),
                                 form.get("code", "")[:64], scope.now)
     except sms.SmsThrottled:
         return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), status=429,
-                                error="Too many wrong codes. Please wait and try again.")
+                                error=N_("Too many wrong codes. Please wait and try again."))
     if not valid:
         audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
                      subject=user.username, kind="sms", reason="wrong_code", at=scope.now)
-        return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), error="The code is not valid.")
+        return _sms_enroll_page(ctx, step, sent_to=sms.masked(pending.phone), error=N_("The code is not valid."))
     sms.confirm(scope.db, pending, scope.now)
     step.tx.params = {key: value for key, value in step.tx.params.items() if key != "sms_pending"}
     audit.record(scope.db, "factor.enrolled", origin=scope.origin, actor=user.sub, subject=user.username,

@@ -13,8 +13,10 @@ from idp.accounts import sessions
 from idp.crypto import random_token
 from idp.models import Client, LoginTransaction
 from idp.oauth.requests import RequestScope
-from idp.web import cookies
+from idp.web import cookies, i18n
 from idp.web.context import AppContext
+from idp.web.i18n import N_
+from idp.web.templates import use_client_theme
 
 
 def current_session(ctx: AppContext, scope: RequestScope, request: Request) -> sessions.CurrentSession | None:
@@ -29,12 +31,16 @@ def load_transaction(ctx: AppContext, scope: RequestScope, request: Request, tx_
         return None
     if not ctx.services.hasher.matches(browser, tx.browser_hash):
         return None
+    # Every page of the sign-in speaks the language the application asked for, whatever the browser says.
+    i18n.use_ui_locales(dict(tx.params.get("pairs", [])).get("ui_locales"))
+    client = client_of(scope, tx)
+    use_client_theme(client.theme if client is not None else None)
     return tx
 
 
 def expired_page(ctx: AppContext) -> Response:
-    return ctx.pages.error(400, "This sign-in has expired",
-                           "Please return to the application and start the sign-in again.")
+    return ctx.pages.error(400, N_("This sign-in has expired"),
+                           N_("Please return to the application and start the sign-in again."))
 
 
 def csrf_binding(tx: LoginTransaction) -> str:

@@ -46,12 +46,13 @@ from idp.login.second_factor import (
 from idp.login.transactions import client_name, client_pub_id, csrf_binding, load_transaction
 from idp.models import LoginTransaction, User
 from idp.oauth.requests import RequestScope
-from idp.web import csrf
+from idp.web import csrf, i18n
 from idp.web.context import AppContext, MalformedRequest, context_of
+from idp.web.i18n import N_
 
-_EXPIRED = "This sign-in has expired. Please return to the application and start the sign-in again."
-_PAGE_EXPIRED = "This page has expired. Please reload it and try again."
-_NOT_HERE = "A security key cannot be used here. Please choose another method."
+_EXPIRED = N_("This sign-in has expired. Please return to the application and start the sign-in again.")
+_PAGE_EXPIRED = N_("This page has expired. Please reload it and try again.")
+_NOT_HERE = N_("A security key cannot be used here. Please choose another method.")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Challenge ids are ``random_token`` values; anything else never reaches a query (no NUL for PostgreSQL)."""
 
@@ -72,8 +73,8 @@ async def _read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(message: i18n.Text, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": i18n.render(message)}, status_code=status)
 
 
 def _redirect(url: str) -> JSONResponse:
@@ -109,9 +110,9 @@ def _resume_url(tx: LoginTransaction) -> str:
     return f"/authorize/resume/{tx.id}"
 
 
-def _retry_text(blocked: throttle.Blocked) -> str:
+def _retry_text(blocked: throttle.Blocked) -> i18n.Text:
     seconds = max(1, int(blocked.retry_after.total_seconds()))
-    return f"Too many attempts. Please wait {seconds} seconds and try again."
+    return N_("Too many attempts. Please wait {seconds} seconds and try again.", seconds=seconds)
 
 
 Work = Callable[[AppContext, RequestScope, dict[str, Any]], Response]
@@ -123,7 +124,7 @@ async def _json_endpoint(request: Request, work: Work) -> Response:
     try:
         body = await _read_json(request)
     except MalformedRequest as exc:
-        return _error(f"The request could not be read: {exc}.")
+        return _error(N_("The request could not be read: {detail}.", detail=str(exc)))
     response: Response = await ctx.transaction(ctx.origin(request), lambda scope: work(ctx, scope, body))
     return response
 
@@ -260,7 +261,7 @@ async def passkey_verify(request: Request) -> Response:
         if not user.is_active:
             audit.record(scope.db, "login.passkey", outcome="failure", origin=scope.origin, subject=user.username,
                          client_id=client_id, reason="disabled", credential=credential.id, at=scope.now)
-            return _error("This passkey cannot be used to sign in. Please contact the IT service desk.")
+            return _error(N_("This passkey cannot be used to sign in. Please contact the IT service desk."))
         # The challenge this address asked for was used for a sign-in: give back what the options counted.
         throttle.record_success(scope.db, _address_limits(ctx, scope), reset=set())
         user.last_login_at = scope.now
@@ -285,7 +286,7 @@ def _passkey_wanted(request: Request) -> bool:
 
 def _enrollment_refusal(step: Step) -> str | None:
     if not step.may_enroll:
-        return "You already have a second factor. Please confirm it is you with it first."
+        return N_("You already have a second factor. Please confirm it is you with it first.")
     if "webauthn" not in enroll_methods(step):
         return _NOT_HERE
     return None
@@ -302,7 +303,7 @@ async def enroll_page(request: Request) -> Response:
             return step
         refusal = _enrollment_refusal(step)
         if refusal is not None:
-            return ctx.pages.error(403, "Not available", refusal)
+            return ctx.pages.error(403, N_("Not available"), refusal)
         base = f"/login/{step.tx.id}/enroll/webauthn"
         query = "?kind=passkey" if passkey else ""
         return ctx.pages.render(

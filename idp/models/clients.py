@@ -36,6 +36,8 @@ class Client(Base):
     """Second factors this client accepts (e.g. no ``sms`` for social-welfare data); None: any allowed one."""
     allow_trusted_device: Mapped[bool | None] = mapped_column()
     """False: a trusted browser never replaces the second factor for this client; None: policy decides."""
+    theme: Mapped[str | None] = mapped_column(String(64))
+    """The theme of this client's sign-in pages; None: the configured one."""
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="ES256")
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(Text)

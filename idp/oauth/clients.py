@@ -135,6 +135,8 @@ class NewClient:
     """Second factors the client accepts (e.g. no ``sms`` for social-welfare data); None: any allowed one."""
     allow_trusted_device: bool | None = None
     """False: a trusted browser never replaces the second factor for this client; None: the policy decides."""
+    theme: str | None = None
+    """The theme of this client's sign-in pages (a folder under themes/); None: the configured one."""
 
 
 def _check_mfa_methods(methods: list[str] | None) -> None:
@@ -217,14 +219,25 @@ def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Cli
         require_mfa=True if new.require_mfa else None,
         mfa_methods=list(dict.fromkeys(new.mfa_methods)) if new.mfa_methods is not None else None,
         allow_trusted_device=False if new.allow_trusted_device is False else None,
+        theme=_check_theme(new.theme),
     )
     db.add(row)
     db.flush()
     return row, secret
 
 
-POLICY_FIELDS = ("trusted", "require_mfa", "mfa_methods", "allow_trusted_device")
-"""What ``update_policy`` changes: consent and second-factor settings (never secrets or redirect URIs)."""
+POLICY_FIELDS = ("trusted", "require_mfa", "mfa_methods", "allow_trusted_device", "theme")
+"""What ``update_policy`` changes: consent, second-factor and theme settings (never secrets or redirect URIs)."""
+THEME_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _check_theme(theme: str | None) -> str | None:
+    """A theme's name as stored (whether the theme can be loaded is checked by the caller, with the themes)."""
+    if theme is None or theme == "":
+        return None
+    if not THEME_NAME.fullmatch(theme):
+        raise ClientError(f"theme {theme!r} is not a theme name (lower-case letters, digits, - and _)")
+    return theme
 
 
 def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -245,6 +258,8 @@ def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, An
         normalized["mfa_methods"] = list(dict.fromkeys(methods)) if methods is not None else None
     if "trusted" in normalized:
         normalized["trusted"] = bool(normalized["trusted"])
+    if "theme" in normalized:
+        normalized["theme"] = _check_theme(normalized["theme"])
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for key, value in normalized.items():
