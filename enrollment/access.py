@@ -23,6 +23,7 @@ another browser or from before a re-authentication (which issues a new cookie) i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ from idp.login.transactions import current_session
 from idp.models import SsoSession, User
 from idp.oauth.requests import RequestScope
 from idp.web import cookies, csrf, i18n
-from idp.web.context import AppContext, MalformedRequest
+from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
 from idp.web.i18n import N_
 from idp.web.middleware import BodyTooLarge
 
@@ -57,6 +58,34 @@ class Account:
     need: Requirement
     binding: str
     """What this session's CSRF tokens are bound to."""
+    timezone: str = "Europe/Berlin"
+    """The municipality's time zone, in which the page shows dates and times."""
+
+    def when(self, value: datetime | None) -> str:
+        return i18n.format_when(value, self.timezone)
+
+
+FormBody = Callable[[AppContext, RequestScope, Request, "Account", dict[str, str]], Response]
+
+
+async def handle_form(request: Request, return_to: str, body: FormBody) -> Response:
+    """A POST of an account page: the form read, the signed-in account and its CSRF token checked (a missing
+    session sends the browser through sign-in and back to ``return_to``), then ``body`` in one transaction."""
+    ctx = context_of(request)
+    try:
+        form = await read_fields(request)
+    except MalformedRequest as exc:
+        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
+
+    def work(scope: RequestScope) -> Response:
+        account = signed_in(ctx, scope, request, return_to=return_to)
+        if isinstance(account, Response):
+            return account
+        if not csrf_ok(ctx, account, form.get("csrf_token")):
+            return csrf_refused(ctx)
+        return body(ctx, scope, request, account, form)
+
+    return await ctx.transaction(ctx.origin(request), work)
 
 
 def _binding(ctx: AppContext, request: Request) -> str:
@@ -75,7 +104,8 @@ def current_account(ctx: AppContext, scope: RequestScope, request: Request) -> A
     if mfa.second_factor_needed(scope.db, current.row, need, skipped=True, now=scope.now) is not None:
         return None
     sessions.touch(current.row, scope.now)
-    return Account(session=current.row, user=user, need=need, binding=_binding(ctx, request))
+    return Account(session=current.row, user=user, need=need, binding=_binding(ctx, request),
+                   timezone=ctx.services.settings.timezone)
 
 
 def signed_in(ctx: AppContext, scope: RequestScope, request: Request, *, return_to: str) -> Account | Response:
@@ -146,10 +176,6 @@ def clean_name(text: str) -> str:
     """A factor's name as the user typed it: printable characters, white space collapsed, 64 characters."""
     printable = "".join(ch if ch.isprintable() else " " for ch in text)
     return " ".join(printable.split())[:NAME_LENGTH]
-
-
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else ""
 
 
 # --- JSON endpoints (the WebAuthn ceremonies of webauthn.js) --------------------------------------------------

@@ -68,7 +68,7 @@ def _page(ctx: AppContext, scope: RequestScope, account: access.Account, factor:
           error: i18n.Text | None = None, status: int = 200) -> Response:
     return ctx.pages.render(
         "account_factor.html", status=status, factor=factor, label=KIND_LABELS[factor.kind],
-        created=access.when(factor.created_at), last_used=access.when(factor.last_used_at),
+        created=account.when(factor.created_at), last_used=account.when(factor.last_used_at),
         url=_url(factor.kind, factor.id), removable=not _is_last(scope, account, factor), error=error,
         last_factor=LAST_FACTOR, csrf_token=access.csrf_token(ctx, account),
     )

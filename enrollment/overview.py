@@ -54,7 +54,7 @@ def active_sessions(scope: RequestScope, account: access.Account) -> list[SsoSes
 
 
 def _sessions(scope: RequestScope, account: access.Account) -> list[SessionLine]:
-    return [SessionLine(row.id, access.when(row.created_at), access.when(row.last_active_at), row.ip or "",
+    return [SessionLine(row.id, account.when(row.created_at), account.when(row.last_active_at), row.ip or "",
                         row.user_agent or "", row.id == account.session.id)
             for row in active_sessions(scope, account)]
 
@@ -62,8 +62,8 @@ def _sessions(scope: RequestScope, account: access.Account) -> list[SessionLine]
 def _devices(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account) -> list[DeviceLine]:
     cookie = request.cookies.get(cookies.cookie_name(ctx.services.settings, trusted_devices.COOKIE))
     mine = ctx.services.hasher.hash(cookie) if cookie and len(cookie) <= 128 else None
-    return [DeviceLine(row.id, row.name or "", access.when(row.created_at), access.when(row.last_used_at),
-                       access.when(row.expires_at), row.token_hash == mine)
+    return [DeviceLine(row.id, row.name or "", account.when(row.created_at), account.when(row.last_used_at),
+                       account.when(row.expires_at), row.token_hash == mine)
             for row in trusted_devices.active(scope.db, account.user, scope.now)]
 
 
@@ -81,7 +81,7 @@ async def account_page(request: Request) -> Response:
             return account
         factors = [
             {"kind": f.kind, "id": f.id, "label": KIND_LABELS[f.kind], "name": f.name, "detail": f.detail or "",
-             "created": access.when(f.created_at), "last_used": access.when(f.last_used_at)}
+             "created": account.when(f.created_at), "last_used": account.when(f.last_used_at)}
             for f in enrolled.factors_of(scope.db, account.user)
         ]
         return ctx.pages.render(

@@ -25,7 +25,7 @@ from idp.login import mfa
 from idp.models import SmsFactor
 from idp.oauth.requests import RequestScope
 from idp.web import i18n
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, context_of
 from idp.web.i18n import N_
 
 PAGE = "/account/phone"
@@ -93,35 +93,26 @@ async def number_page(request: Request) -> Response:
     return await ctx.transaction(ctx.origin(request), work)
 
 
-async def number_submit(request: Request) -> Response:
-    ctx = context_of(request)
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
+def _number_submit_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                        form: dict[str, str]) -> Response:
     phone, name = form.get("phone", "")[:64], access.clean_name(form.get("name", ""))
+    if not _allowed(account):
+        return access.not_available(ctx)
+    refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
+    if refused is not None:
+        return refused
+    try:
+        factor = sms.add_phone(scope.db, account.user, phone, name, ctx.services.settings.sms, scope.now)
+    except sms.PhoneNumberInvalid as exc:
+        return _number_page(ctx, account, phone=phone, name=name, error=str(exc), status=400)
+    problem = _send(ctx, scope, account, factor)
+    if problem is not None:
+        return _number_page(ctx, account, phone=phone, name=name, error=problem[1], status=problem[0])
+    return RedirectResponse(f"{PAGE}/{factor.id}", status_code=303)
 
-    def work(scope: RequestScope) -> Response:
-        account = access.signed_in(ctx, scope, request, return_to=PAGE)
-        if isinstance(account, Response):
-            return account
-        if not access.csrf_ok(ctx, account, form.get("csrf_token")):
-            return access.csrf_refused(ctx)
-        if not _allowed(account):
-            return access.not_available(ctx)
-        refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
-        if refused is not None:
-            return refused
-        try:
-            factor = sms.add_phone(scope.db, account.user, phone, name, ctx.services.settings.sms, scope.now)
-        except sms.PhoneNumberInvalid as exc:
-            return _number_page(ctx, account, phone=phone, name=name, error=str(exc), status=400)
-        problem = _send(ctx, scope, account, factor)
-        if problem is not None:
-            return _number_page(ctx, account, phone=phone, name=name, error=problem[1], status=problem[0])
-        return RedirectResponse(f"{PAGE}/{factor.id}", status_code=303)
 
-    return await ctx.transaction(ctx.origin(request), work)
+async def number_submit(request: Request) -> Response:
+    return await access.handle_form(request, PAGE, _number_submit_form)
 
 
 async def code_page(request: Request) -> Response:
@@ -142,81 +133,61 @@ async def code_page(request: Request) -> Response:
     return await ctx.transaction(ctx.origin(request), work)
 
 
-async def code_submit(request: Request) -> Response:
-    ctx = context_of(request)
-    text = request.path_params["factor"]
+def _code_submit_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                      form: dict[str, str]) -> Response:
+    factor = _pending(scope, account, request.path_params["factor"])
+    if factor is None:
+        return access.not_found(ctx)
+    if not _allowed(account):
+        return access.not_available(ctx)
+    refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
+    if refused is not None:
+        return refused
+    user = account.user
     try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
+        valid = sms.verify_code(scope.db, ctx.services.hasher, factor, sms.enroll_purpose(factor),
+                                form.get("code", "")[:64], scope.now)
+    except sms.SmsThrottled as exc:
+        seconds = max(1, int(exc.retry_after.total_seconds()))
+        return _code_page(ctx, account, factor, status=429,
+                          error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                                   seconds=seconds))
+    if not valid:
+        audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, kind="sms", reason="wrong_code", phone=sms.masked(factor.phone),
+                     via="account", at=scope.now)
+        return _code_page(ctx, account, factor, error=N_("The code is not valid, or it has expired. Please try "
+                                                      "again or ask for a new code."))
+    sms.confirm(scope.db, factor, scope.now)
+    # The code proved possession of the phone in this session, as it does at sign-in.
+    mfa.record_method(account.session, "sms", scope.now)
+    record_enrollment(scope, account, "sms", factor.id, factor.name, phone=sms.masked(factor.phone))
+    return after_enrollment(ctx, scope, account)
 
-    def work(scope: RequestScope) -> Response:
-        account = access.signed_in(ctx, scope, request, return_to=PAGE)
-        if isinstance(account, Response):
-            return account
-        if not access.csrf_ok(ctx, account, form.get("csrf_token")):
-            return access.csrf_refused(ctx)
-        factor = _pending(scope, account, text)
-        if factor is None:
-            return access.not_found(ctx)
-        if not _allowed(account):
-            return access.not_available(ctx)
-        refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
-        if refused is not None:
-            return refused
-        user = account.user
-        try:
-            valid = sms.verify_code(scope.db, ctx.services.hasher, factor, sms.enroll_purpose(factor),
-                                    form.get("code", "")[:64], scope.now)
-        except sms.SmsThrottled as exc:
-            seconds = max(1, int(exc.retry_after.total_seconds()))
-            return _code_page(ctx, account, factor, status=429,
-                              error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
-                                       seconds=seconds))
-        if not valid:
-            audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, kind="sms", reason="wrong_code", phone=sms.masked(factor.phone),
-                         via="account", at=scope.now)
-            return _code_page(ctx, account, factor, error=N_("The code is not valid, or it has expired. Please try "
-                                                          "again or ask for a new code."))
-        sms.confirm(scope.db, factor, scope.now)
-        # The code proved possession of the phone in this session, as it does at sign-in.
-        mfa.record_method(account.session, "sms", scope.now)
-        record_enrollment(scope, account, "sms", factor.id, factor.name, phone=sms.masked(factor.phone))
-        return after_enrollment(ctx, scope, account)
 
-    return await ctx.transaction(ctx.origin(request), work)
+async def code_submit(request: Request) -> Response:
+    return await access.handle_form(request, PAGE, _code_submit_form)
+
+
+def _resend_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                 form: dict[str, str]) -> Response:
+    factor = _pending(scope, account, request.path_params["factor"])
+    if factor is None:
+        return access.not_found(ctx)
+    if not _allowed(account):
+        return access.not_available(ctx)
+    refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
+    if refused is not None:
+        return refused
+    problem = _send(ctx, scope, account, factor)
+    if problem is not None:
+        return _code_page(ctx, account, factor, error=problem[1], status=problem[0])
+    return _code_page(ctx, account, factor, notice=N_("We sent a new code to {phone}.",
+                                                      phone=sms.masked(factor.phone)))
 
 
 async def resend(request: Request) -> Response:
-    ctx = context_of(request)
-    text = request.path_params["factor"]
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
-
-    def work(scope: RequestScope) -> Response:
-        account = access.signed_in(ctx, scope, request, return_to=PAGE)
-        if isinstance(account, Response):
-            return account
-        if not access.csrf_ok(ctx, account, form.get("csrf_token")):
-            return access.csrf_refused(ctx)
-        factor = _pending(scope, account, text)
-        if factor is None:
-            return access.not_found(ctx)
-        if not _allowed(account):
-            return access.not_available(ctx)
-        refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
-        if refused is not None:
-            return refused
-        problem = _send(ctx, scope, account, factor)
-        if problem is not None:
-            return _code_page(ctx, account, factor, error=problem[1], status=problem[0])
-        return _code_page(ctx, account, factor, notice=N_("We sent a new code to {phone}.",
-                                                          phone=sms.masked(factor.phone)))
-
-    return await ctx.transaction(ctx.origin(request), work)
+    return await access.handle_form(request, PAGE, _resend_form)
 
 
 routes = [

@@ -24,7 +24,7 @@ from idp.factors import recovery
 from idp.login import mfa
 from idp.login.second_factor import first_factor_enrolled
 from idp.oauth.requests import RequestScope
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, context_of
 from idp.web.i18n import N_
 
 PAGE = "/account/recovery-codes"
@@ -68,33 +68,24 @@ async def recovery_page(request: Request) -> Response:
     return await ctx.transaction(ctx.origin(request), work)
 
 
+def _regenerate_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                     form: dict[str, str]) -> Response:
+    refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
+    if refused is not None:
+        return refused
+    if not _has_factor(scope, account):
+        return ctx.pages.error(409, N_("No second factor yet"),
+                               N_("Recovery codes stand in for a second factor. Please set one up first."))
+    access.lock_user(scope, account)  # two parallel requests must not leave two sets
+    codes = recovery.regenerate(scope.db, ctx.services.passwords, account.user, scope.now)
+    user = account.user
+    audit.record(scope.db, "recovery_codes.regenerated", origin=scope.origin, actor=user.sub,
+                 subject=user.username, count=len(codes), sid=account.session.sid, at=scope.now)
+    return codes_page(ctx, codes)
+
+
 async def regenerate(request: Request) -> Response:
-    ctx = context_of(request)
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
-
-    def work(scope: RequestScope) -> Response:
-        account = access.signed_in(ctx, scope, request, return_to=PAGE)
-        if isinstance(account, Response):
-            return account
-        if not access.csrf_ok(ctx, account, form.get("csrf_token")):
-            return access.csrf_refused(ctx)
-        refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
-        if refused is not None:
-            return refused
-        if not _has_factor(scope, account):
-            return ctx.pages.error(409, N_("No second factor yet"),
-                                   N_("Recovery codes stand in for a second factor. Please set one up first."))
-        access.lock_user(scope, account)  # two parallel requests must not leave two sets
-        codes = recovery.regenerate(scope.db, ctx.services.passwords, account.user, scope.now)
-        user = account.user
-        audit.record(scope.db, "recovery_codes.regenerated", origin=scope.origin, actor=user.sub,
-                     subject=user.username, count=len(codes), sid=account.session.sid, at=scope.now)
-        return codes_page(ctx, codes)
-
-    return await ctx.transaction(ctx.origin(request), work)
+    return await access.handle_form(request, PAGE, _regenerate_form)
 
 
 async def first_codes(request: Request) -> Response:

@@ -25,7 +25,7 @@ from idp.login.second_factor import factor_limits, throttle_policy, totp_enrollm
 from idp.models import TotpFactor
 from idp.oauth.requests import RequestScope
 from idp.web import i18n
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, context_of
 from idp.web.i18n import N_
 
 PAGE = "/account/totp"
@@ -68,52 +68,43 @@ async def totp_page(request: Request) -> Response:
     return await ctx.transaction(ctx.origin(request), work)
 
 
+def _totp_submit_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                      form: dict[str, str]) -> Response:
+    if not _allowed(account):
+        return access.not_available(ctx)
+    refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
+    if refused is not None:
+        return refused
+    user = account.user
+    handle = form.get("handle", "")[:32]
+    factor = scope.db.scalar(select(TotpFactor).where(
+        TotpFactor.handle == handle, TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_(None),
+        TotpFactor.created_at > scope.now - ctx.services.settings.session.login_timeout)) if handle else None
+    if factor is None:
+        return ctx.pages.error(400, N_("This setup has expired"), N_("Please start adding the app again."))
+    name = access.clean_name(form.get("name", ""))
+    blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
+    if blocked is not None:
+        seconds = max(1, int(blocked.retry_after.total_seconds()))
+        return _page(ctx, account, factor, name=name, status=429,
+                     error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
+                              seconds=seconds))
+    if not totp_factor.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
+        audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
+                     subject=user.username, kind="totp", reason="wrong_code", via="account", at=scope.now)
+        return _page(ctx, account, factor, name=name,
+                     error=N_("The code is not valid. Check the time on your phone and try the next code."))
+    throttle.record_success(scope.db, factor_limits(ctx, user.id), reset={f"factor:user:{user.id}"})
+    factor.name = name or DEFAULT_NAME
+    factor.confirmed_at = scope.now
+    # The code proved possession of the app in this session, as it does at sign-in.
+    mfa.record_method(account.session, "totp", scope.now)
+    record_enrollment(scope, account, "totp", factor.id, factor.name)
+    return after_enrollment(ctx, scope, account)
+
+
 async def totp_submit(request: Request) -> Response:
-    ctx = context_of(request)
-    try:
-        form = await read_fields(request)
-    except MalformedRequest as exc:
-        return ctx.pages.error(400, N_("The form could not be read"), str(exc))
-
-    def work(scope: RequestScope) -> Response:
-        account = access.signed_in(ctx, scope, request, return_to=PAGE)
-        if isinstance(account, Response):
-            return account
-        if not access.csrf_ok(ctx, account, form.get("csrf_token")):
-            return access.csrf_refused(ctx)
-        if not _allowed(account):
-            return access.not_available(ctx)
-        refused = access.fresh(ctx, scope, request, account, return_to=PAGE)
-        if refused is not None:
-            return refused
-        user = account.user
-        handle = form.get("handle", "")[:32]
-        factor = scope.db.scalar(select(TotpFactor).where(
-            TotpFactor.handle == handle, TotpFactor.user_id == user.id, TotpFactor.confirmed_at.is_(None),
-            TotpFactor.created_at > scope.now - ctx.services.settings.session.login_timeout)) if handle else None
-        if factor is None:
-            return ctx.pages.error(400, N_("This setup has expired"), N_("Please start adding the app again."))
-        name = access.clean_name(form.get("name", ""))
-        blocked = throttle.reserve_attempt(scope.db, factor_limits(ctx, user.id), scope.now, throttle_policy(ctx))
-        if blocked is not None:
-            seconds = max(1, int(blocked.retry_after.total_seconds()))
-            return _page(ctx, account, factor, name=name, status=429,
-                         error=N_("Too many wrong codes. Please wait {seconds} seconds and try again.",
-                                  seconds=seconds))
-        if not totp_factor.verify(scope.db, ctx.services.sealer, factor, form.get("code", "")[:64], scope.now):
-            audit.record(scope.db, "factor.enrollment", outcome="failure", origin=scope.origin, actor=user.sub,
-                         subject=user.username, kind="totp", reason="wrong_code", via="account", at=scope.now)
-            return _page(ctx, account, factor, name=name,
-                         error=N_("The code is not valid. Check the time on your phone and try the next code."))
-        throttle.record_success(scope.db, factor_limits(ctx, user.id), reset={f"factor:user:{user.id}"})
-        factor.name = name or DEFAULT_NAME
-        factor.confirmed_at = scope.now
-        # The code proved possession of the app in this session, as it does at sign-in.
-        mfa.record_method(account.session, "totp", scope.now)
-        record_enrollment(scope, account, "totp", factor.id, factor.name)
-        return after_enrollment(ctx, scope, account)
-
-    return await ctx.transaction(ctx.origin(request), work)
+    return await access.handle_form(request, PAGE, _totp_submit_form)
 
 
 routes = [

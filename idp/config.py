@@ -22,6 +22,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Variables that are not settings but steer how settings are read.
 _META_VARIABLES = {"IDP_CONFIG"}
@@ -114,6 +115,15 @@ def _parse_headers(value: object) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError("expected a table of header names and string values")
     return tuple(value.items())
+
+
+def _parse_timezone(value: object) -> str:
+    name = _parse_str(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not a time zone name such as Europe/Berlin") from exc
+    return name
 
 
 def _choice(*allowed: str) -> Callable[[object], str]:
@@ -666,6 +676,10 @@ class Settings:
         _parse_optional_str,
     )
     secret_key_file: str | None = setting(None, "A file holding `secret_key`.", _parse_optional_str)
+    timezone: str = setting(
+        "Europe/Berlin", "The municipality's time zone: dates and times on the pages are shown in it.",
+        _parse_timezone,
+    )
     theme: str = setting("default", "Theme folder under `themes/` used for every page (a client may have its own: "
                                     "`idp clients update --theme`); see docs/themes.md.", _parse_str)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)

@@ -184,3 +184,17 @@ def test_message_placeholders_are_filled_after_translation() -> None:
     assert i18n.render(message) == "We sent a code to +49 *** 78."
     assert i18n.render("") == "" and i18n.render(None) == "", "never the catalog's header"
     assert i18n.render("not a catalog text <b>") == "not a catalog text <b>"
+
+
+def test_dates_in_the_readers_language_and_the_municipal_time_zone() -> None:
+    """Dates are shown in the configured time zone and formatted for the reader's language (issue 6)."""
+    from datetime import UTC, datetime
+
+    from idp.web import i18n
+
+    moment = datetime(2026, 11, 29, 6, 45, tzinfo=UTC)  # 07:45 in Berlin (CET)
+    i18n.set_locale("de")
+    assert i18n.format_when(moment, "Europe/Berlin") == "29.11.26, 07:45"
+    i18n.set_locale("en")
+    assert i18n.format_when(moment, "Europe/Berlin") in ("11/29/26, 7:45\u202fAM", "11/29/26, 7:45 AM")
+    assert i18n.format_when(None, "Europe/Berlin") == ""

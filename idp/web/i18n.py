@@ -18,10 +18,13 @@ from __future__ import annotations
 import gettext as gettext_module
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any, overload
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -188,3 +191,10 @@ class LocaleMiddleware:
                 _current.reset(token)
             return
         await self.app(scope, receive, send)
+
+
+def format_when(value: datetime | None, timezone: str) -> str:
+    """A date and time in the municipality's time zone and the reader's language ("29.11.2026, 07:45")."""
+    if value is None:
+        return ""
+    return format_datetime(value, format="short", tzinfo=ZoneInfo(timezone), locale=current_locale())
