@@ -120,7 +120,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from idp import migrate
 
     services = _services()
-    migrate.upgrade(services.engine)
+    try:
+        migrate.upgrade(services.engine)
+    finally:
+        services.engine.dispose()  # a one-shot command leaves no pooled connection behind
     print("database schema is current")
     return 0
 

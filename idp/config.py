@@ -160,8 +160,9 @@ def setting(default: Any, doc: str, parse: Callable[[object], Any], *, example: 
 class DatabaseSettings:
     url: str | None = setting(
         None,
-        "SQLAlchemy URL. Unset: the embedded SQLite database `idp.sqlite3` in `data_dir`, migrated on start. "
-        "For PostgreSQL use `postgresql+psycopg://user@host/db` and run `idp db upgrade` before starting.",
+        "SQLAlchemy URL. Unset: the embedded SQLite database `idp.sqlite3` in `data_dir`. SQLite databases are "
+        "migrated on start; for PostgreSQL use `postgresql+psycopg://user@host/db` and run `idp db upgrade` "
+        "before starting.",
         _parse_optional_str,
         example="postgresql+psycopg://idp@127.0.0.1/idp",
     )
@@ -702,7 +703,8 @@ class Settings:
 
     @property
     def is_embedded_database(self) -> bool:
-        return self.database.url is None
+        """SQLite, the default or another file: one machine, migrated by the server itself at start."""
+        return self.database_url.startswith("sqlite")
 
     @property
     def is_https(self) -> bool:

@@ -23,6 +23,7 @@ from idp.config import load_settings
 from idp.db import read_only
 from idp.models import Client, SigningKey, User
 from idp.services import Services, build_services
+from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,16 +383,30 @@ def test_prepare_takes_the_configured_admin_password(embedded: Path, monkeypatch
 
 
 def test_prepare_needs_db_upgrade_outside_the_embedded_database(cli: Cli) -> None:
-    """With an explicit database URL the server does not migrate; it asks for ``idp db upgrade``."""
+    """On PostgreSQL the server does not migrate by itself; it asks for ``idp db upgrade`` (an operator step
+    done once, not by each of several server processes)."""
+    name, url = _create_pg_database()
+    try:
+        cli.monkeypatch.setenv("IDP_DATABASE_URL", url)
+        with current_services() as services:
+            assert not services.settings.is_embedded_database
+            with pytest.raises(CommandError, match="run `idp db upgrade` first"):
+                prepare(services, out=lambda line: None)
+        assert cli("db", "upgrade").code == 0
+        printed: list[str] = []
+        with current_services() as services:
+            prepare(services, out=printed.append)
+            assert len(printed) == 1 and "Created the administrator account 'admin' with the password" in printed[0]
+    finally:
+        _drop_pg_database(name)
+
+
+def test_prepare_migrates_an_explicit_sqlite_file(cli: Cli) -> None:
+    """Any SQLite file is embedded: the server migrates it at start, as the default one."""
     with current_services() as services:
-        assert not services.settings.is_embedded_database
-        with pytest.raises(CommandError, match="run `idp db upgrade` first"):
-            prepare(services, out=lambda line: None)
-    assert cli("db", "upgrade").code == 0
-    printed: list[str] = []
-    with current_services() as services:
-        prepare(services, out=printed.append)
-        assert len(printed) == 1 and "Created the administrator account 'admin' with the password" in printed[0]
+        assert services.settings.is_embedded_database
+        prepare(services, out=lambda line: None)
+        assert migrate.is_current(services.engine)
 
 
 def test_prepare_refuses_a_wrong_key_encryption_key(embedded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
