@@ -133,16 +133,23 @@ async def code_page(request: Request) -> Response:
     return await ctx.transaction(ctx.origin(request), work)
 
 
-def _code_submit_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
-                      form: dict[str, str]) -> Response:
+def _pending_phone(ctx: AppContext, scope: RequestScope, request: Request,
+                   account: access.Account) -> SmsFactor | Response:
+    """The phone awaiting confirmation named in the path, once the policy and a fresh sign-in allow it."""
     factor = _pending(scope, account, request.path_params["factor"])
     if factor is None:
         return access.not_found(ctx)
     if not _allowed(account):
         return access.not_available(ctx)
     refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
-    if refused is not None:
-        return refused
+    return refused if refused is not None else factor
+
+
+def _code_submit_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
+                      form: dict[str, str]) -> Response:
+    factor = _pending_phone(ctx, scope, request, account)
+    if isinstance(factor, Response):
+        return factor
     user = account.user
     try:
         valid = sms.verify_code(scope.db, ctx.services.hasher, factor, sms.enroll_purpose(factor),
@@ -171,14 +178,9 @@ async def code_submit(request: Request) -> Response:
 
 def _resend_form(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account,
                  form: dict[str, str]) -> Response:
-    factor = _pending(scope, account, request.path_params["factor"])
-    if factor is None:
-        return access.not_found(ctx)
-    if not _allowed(account):
-        return access.not_available(ctx)
-    refused = access.fresh(ctx, scope, request, account, return_to=f"{PAGE}/{factor.id}")
-    if refused is not None:
-        return refused
+    factor = _pending_phone(ctx, scope, request, account)
+    if isinstance(factor, Response):
+        return factor
     problem = _send(ctx, scope, account, factor)
     if problem is not None:
         return _code_page(ctx, account, factor, error=problem[1], status=problem[0])

@@ -97,7 +97,7 @@ def _sign_in(services: Services, authenticator: SoftAuthenticator, username: str
     return _authenticate(services, challenge_id, authenticator.get(options, origin=ORIGIN, **get), username)
 
 
-def _refused(result: object, reason: str) -> wa.WebAuthnError:
+def assert_refused(result: object, reason: str) -> wa.WebAuthnError:
     assert isinstance(result, wa.WebAuthnError), f"expected a refusal ({reason}), got {result!r}"
     assert result.reason == reason, (result.reason, str(result))
     assert str(result) and "Traceback" not in str(result)
@@ -180,7 +180,7 @@ def test_passkey_registration_requires_user_verification(erika: Services) -> Non
     """A passkey must verify the user, since it alone signs in: a registration without UV is refused."""
     challenge_id, options = _reg_options(erika, discoverable=True)
     result = _register(erika, challenge_id, SoftAuthenticator().create(options, origin=ORIGIN, uv=False))
-    _refused(result, "user_not_verified")
+    assert_refused(result, "user_not_verified")
     assert _stored(erika) == []
 
 
@@ -199,7 +199,7 @@ def test_registration_refusals(erika: Services, create: dict[str, Any], reason: 
     challenge_id, options = _reg_options(erika)
     kwargs = {"origin": ORIGIN, **create}
     result = _register(erika, challenge_id, SoftAuthenticator().create(options, **kwargs))
-    _refused(result, reason)
+    assert_refused(result, reason)
     assert _stored(erika) == []
 
 
@@ -210,7 +210,7 @@ def test_registration_requires_user_verification_where_policy_says(erika: Servic
     assert options["authenticatorSelection"]["userVerification"] == "required"
     result = _register(erika, challenge_id, SoftAuthenticator().create(options, origin=ORIGIN, uv=False),
                        settings=strict)
-    _refused(result, "user_not_verified")
+    assert_refused(result, "user_not_verified")
     challenge_id, options = _reg_options(erika, settings=strict)
     assert isinstance(_register(erika, challenge_id, SoftAuthenticator().create(options, origin=ORIGIN),
                                 settings=strict), WebAuthnCredential)
@@ -237,12 +237,12 @@ def test_registration_challenge_is_single_use(erika: Services) -> None:
     key = SoftAuthenticator()
     challenge_id, options = _reg_options(erika)
     assert isinstance(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), WebAuthnCredential)
-    _refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "replayed_challenge")
+    assert_refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "replayed_challenge")
 
     challenge_id, options = _reg_options(erika)
-    _refused(_register(erika, challenge_id, key.create(options, origin="https://evil.test")),
+    assert_refused(_register(erika, challenge_id, key.create(options, origin="https://evil.test")),
              "wrong_origin_or_rp_id")
-    _refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "replayed_challenge")
+    assert_refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "replayed_challenge")
     assert len(_stored(erika)) == 1
     with unit_of_work(erika.sessions) as db:
         assert db.get(WebAuthnChallenge, challenge_id).consumed_at is not None  # type: ignore[union-attr]
@@ -252,7 +252,8 @@ def test_registration_challenge_expires_after_five_minutes(erika: Services, cloc
     """A registration answered more than 5 minutes after its options is refused."""
     challenge_id, options = _reg_options(erika)
     clock.advance(minutes=5, seconds=1)
-    _refused(_register(erika, challenge_id, SoftAuthenticator().create(options, origin=ORIGIN)), "expired_challenge")
+    assert_refused(_register(erika, challenge_id, SoftAuthenticator().create(options, origin=ORIGIN)),
+                   "expired_challenge")
     assert _stored(erika) == []
 
 
@@ -261,15 +262,15 @@ def test_registration_challenge_is_bound_to_user_purpose_and_ceremony(erika: Ser
     add_user(erika, "max")
     key = SoftAuthenticator()
     challenge_id, options = _reg_options(erika, "max")
-    _refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN), "erika"), "foreign_challenge")
+    assert_refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN), "erika"), "foreign_challenge")
     challenge_id, options = _reg_options(erika, purpose="enroll:other")
-    _refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "foreign_challenge")
+    assert_refused(_register(erika, challenge_id, key.create(options, origin=ORIGIN)), "foreign_challenge")
     _enroll(erika, key)
     challenge_id, options = _auth_options(erika)
-    _refused(_register(erika, challenge_id, key.create({**options, "rp": {"id": "idp.test"},
+    assert_refused(_register(erika, challenge_id, key.create({**options, "rp": {"id": "idp.test"},
                                                         "user": {"id": b64url(b"u" * 64)}}, origin=ORIGIN)),
              "foreign_challenge")
-    _refused(_register(erika, "no-such-challenge", key.create(options | {"rp": {"id": "idp.test"},
+    assert_refused(_register(erika, "no-such-challenge", key.create(options | {"rp": {"id": "idp.test"},
                                                                           "user": {"id": "AA"}}, origin=ORIGIN)),
              "unknown_challenge")
     assert len(_stored(erika)) == 1
@@ -283,7 +284,7 @@ def test_duplicate_credential_id_is_refused_for_anyone(erika: Services) -> None:
         challenge_id, options = _reg_options(erika, username)
         attacker = SoftAuthenticator()
         response = attacker.create(options, origin=ORIGIN, credential_id=first.credential_id)
-        _refused(_register(erika, challenge_id, response, username), "duplicate_credential")
+        assert_refused(_register(erika, challenge_id, response, username), "duplicate_credential")
     [row] = _stored(erika)
     assert row.id == first.id and row.public_key == first.public_key
 
@@ -346,7 +347,7 @@ def test_aaguid_allow_list_refusals(erika: Services, vendor: tuple[AttestationCA
     else:
         response = SoftAuthenticator(aaguid=other).create(options, origin=ORIGIN, fmt="packed", ca=ca)
         reason = "aaguid_mismatch"
-    _refused(_register(erika, challenge_id, response, settings=policy), reason)
+    assert_refused(_register(erika, challenge_id, response, settings=policy), reason)
     assert _stored(erika) == []
 
 
@@ -358,7 +359,7 @@ def test_aaguid_allow_list_without_roots_refuses_to_register(erika: Services, tm
         policy = _settings(erika, allowed_aaguids=(ISSUED_AAGUID,), attestation_roots=roots)
         result = _attempt(erika, lambda db, p=policy: wa.registration_options(  # type: ignore[misc]
             db, p, ISSUER, _user(db, "erika"), erika.clock(), purpose=ENROLL, discoverable=False))
-        _refused(result, "attestation_roots_missing")
+        assert_refused(result, "attestation_roots_missing")
 
 
 # --- authentication -------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ def test_assertion_refusals(erika: Services, get: dict[str, Any], reason: str) -
     key = SoftAuthenticator()
     _enroll(erika, key)
     challenge_id, options = _auth_options(erika)
-    _refused(_authenticate(erika, challenge_id, key.get(options, **{"origin": ORIGIN, **get})), reason)
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, **{"origin": ORIGIN, **get})), reason)
     [stored] = _stored(erika)
     assert stored.sign_count == 0 and stored.last_used_at is None and stored.flagged_at is None
 
@@ -419,7 +420,7 @@ def test_user_verification_required_by_policy(erika: Services) -> None:
     _enroll(erika, key)
     challenge_id, options = _auth_options(erika, settings=strict)
     assert options["userVerification"] == "required"
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, uv=False), settings=strict),
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, uv=False), settings=strict),
              "user_not_verified")
     challenge_id, options = _auth_options(erika, settings=strict)
     result = _authenticate(erika, challenge_id, key.get(options, origin=ORIGIN), settings=strict)
@@ -433,15 +434,15 @@ def test_assertion_challenge_is_single_use_and_expires(erika: Services, clock: A
     challenge_id, options = _auth_options(erika)
     answer = key.get(options, origin=ORIGIN)
     assert not isinstance(_authenticate(erika, challenge_id, answer), wa.WebAuthnError)
-    _refused(_authenticate(erika, challenge_id, answer), "replayed_challenge")
+    assert_refused(_authenticate(erika, challenge_id, answer), "replayed_challenge")
 
     challenge_id, options = _auth_options(erika)
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, up=False)), "user_not_present")
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "replayed_challenge")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, up=False)), "user_not_present")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "replayed_challenge")
 
     challenge_id, options = _auth_options(erika)
     clock.advance(minutes=5, seconds=1)
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "expired_challenge")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "expired_challenge")
     assert _stored(erika)[0].flagged_at is None
 
 
@@ -452,14 +453,14 @@ def test_assertion_challenge_is_bound_to_user_and_purpose(erika: Services) -> No
     _enroll(erika, key)
     _enroll(erika, key, "max")
     challenge_id, options = _auth_options(erika, "max")
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN), "erika"), "foreign_challenge")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN), "erika"), "foreign_challenge")
     challenge_id, options = _auth_options(erika, purpose="login:tx-2")
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "foreign_challenge")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN)), "foreign_challenge")
     challenge_id, options = _auth_options(erika, None)
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, credential_id=next(iter(
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, credential_id=next(iter(
         key.credentials)), user_handle=None)), "foreign_challenge")
     reg_id, reg_options = _reg_options(erika)
-    _refused(_authenticate(erika, reg_id, key.get({"rpId": "idp.test", "challenge": reg_options["challenge"],
+    assert_refused(_authenticate(erika, reg_id, key.get({"rpId": "idp.test", "challenge": reg_options["challenge"],
                                                    "allowCredentials": options["allowCredentials"] or None},
                                                   origin=ORIGIN, credential_id=next(iter(key.credentials)))),
              "foreign_challenge")
@@ -473,13 +474,13 @@ def test_another_users_key_is_refused_in_the_second_step(erika: Services) -> Non
     max_row = _enroll(erika, max_key, "max")
     challenge_id, options = _auth_options(erika)
     answer = max_key.get(options, origin=ORIGIN, credential_id=max_row.credential_id)
-    _refused(_authenticate(erika, challenge_id, answer), "unknown_credential")
+    assert_refused(_authenticate(erika, challenge_id, answer), "unknown_credential")
     assert _stored(erika)[1].sign_count == 0
 
 
 def test_authentication_options_without_keys_and_without_flagged_keys(erika: Services) -> None:
     """A user without usable keys gets no options; flagged keys are left out of allowCredentials."""
-    _refused(_attempt(erika, lambda db: wa.authentication_options(
+    assert_refused(_attempt(erika, lambda db: wa.authentication_options(
         db, erika.settings.webauthn, ISSUER, _user(db, "erika"), erika.clock(), purpose=LOGIN)), "no_credentials")
     first, second = _enroll(erika, SoftAuthenticator()), _enroll(erika, SoftAuthenticator())
     with unit_of_work(erika.sessions) as db:
@@ -499,7 +500,7 @@ def test_sign_count_regression_flags_audits_and_blocks_the_key(erika: Services) 
         assert not isinstance(_sign_in(erika, key), wa.WebAuthnError)
     assert _stored(erika)[0].sign_count == 3
 
-    _refused(_sign_in(erika, key, sign_count=2), "sign_count_regression")
+    assert_refused(_sign_in(erika, key, sign_count=2), "sign_count_regression")
     [stored] = _stored(erika)
     assert stored.flagged_at is not None and stored.sign_count == 3
     with unit_of_work(erika.sessions) as db:
@@ -514,7 +515,7 @@ def test_sign_count_regression_flags_audits_and_blocks_the_key(erika: Services) 
     _enroll(erika, SoftAuthenticator())
     challenge_id, options = _auth_options(erika)
     answer = key.get(options, origin=ORIGIN, credential_id=row.credential_id, sign_count=10)
-    _refused(_authenticate(erika, challenge_id, answer), "flagged_credential")
+    assert_refused(_authenticate(erika, challenge_id, answer), "flagged_credential")
     with unit_of_work(erika.sessions) as db:
         assert len(db.scalars(select(AuditEvent).where(AuditEvent.event == "webauthn.cloned")).all()) == 1
     assert _stored(erika)[0].sign_count == 3
@@ -527,7 +528,7 @@ def test_equal_sign_count_is_a_regression(erika: Services) -> None:
         key = SoftAuthenticator()
         _enroll(erika, key, f"user{presented}")
         assert not isinstance(_sign_in(erika, key, f"user{presented}"), wa.WebAuthnError)
-        _refused(_sign_in(erika, key, f"user{presented}", sign_count=presented), "sign_count_regression")
+        assert_refused(_sign_in(erika, key, f"user{presented}", sign_count=presented), "sign_count_regression")
 
 
 def test_forged_assertion_with_low_count_does_not_flag_the_key(erika: Services) -> None:
@@ -535,7 +536,7 @@ def test_forged_assertion_with_low_count_does_not_flag_the_key(erika: Services) 
     key = SoftAuthenticator()
     _enroll(erika, key)
     assert not isinstance(_sign_in(erika, key), wa.WebAuthnError)
-    _refused(_sign_in(erika, key, sign_count=0, corrupt_signature=True), "bad_signature")
+    assert_refused(_sign_in(erika, key, sign_count=0, corrupt_signature=True), "bad_signature")
     [stored] = _stored(erika)
     assert stored.flagged_at is None and stored.sign_count == 1
     assert not isinstance(_sign_in(erika, key), wa.WebAuthnError)
@@ -569,7 +570,7 @@ def test_passkey_sign_in_refuses_a_wrong_or_missing_user_handle(erika: Services,
     value = {"other_user": max_handle, "random": b"r" * 64, "missing": None}[handle]
     challenge_id, options = _auth_options(erika, None)
     result = _authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, user_handle=value), None)
-    _refused(result, "user_handle_missing" if handle == "missing" else "user_handle_mismatch")
+    assert_refused(result, "user_handle_missing" if handle == "missing" else "user_handle_mismatch")
     assert _stored(erika)[0].sign_count == 0
 
 
@@ -578,7 +579,8 @@ def test_passkey_sign_in_requires_user_verification(erika: Services) -> None:
     key = SoftAuthenticator()
     _enroll(erika, key, discoverable=True)
     challenge_id, options = _auth_options(erika, None)
-    _refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, uv=False), None), "user_not_verified")
+    assert_refused(_authenticate(erika, challenge_id, key.get(options, origin=ORIGIN, uv=False), None),
+                   "user_not_verified")
 
 
 def test_unknown_credential_is_refused(erika: Services) -> None:
@@ -588,7 +590,7 @@ def test_unknown_credential_is_refused(erika: Services) -> None:
     stranger.create({"rp": {"id": "idp.test"}, "user": {"id": b64url(b"x" * 64)},
                      "authenticatorSelection": {"residentKey": "required"}, "challenge": "AA"}, origin=ORIGIN)
     challenge_id, options = _auth_options(erika, None)
-    _refused(_authenticate(erika, challenge_id, stranger.get(options, origin=ORIGIN), None), "unknown_credential")
+    assert_refused(_authenticate(erika, challenge_id, stranger.get(options, origin=ORIGIN), None), "unknown_credential")
 
 
 @pytest.mark.parametrize("payload", ["{", {}, {"id": "AA", "rawId": "AA", "type": "public-key", "response": {
@@ -607,11 +609,11 @@ def test_garbage_in_a_known_credentials_assertion_is_a_refusal(erika: Services) 
     challenge_id, options = _auth_options(erika)
     answer = key.get(options, origin=ORIGIN)
     answer["response"]["authenticatorData"] = b64url(b"short")
-    _refused(_authenticate(erika, challenge_id, answer), "invalid_response")
+    assert_refused(_authenticate(erika, challenge_id, answer), "invalid_response")
     challenge_id, options = _auth_options(erika)
     answer = key.get(options, origin=ORIGIN)
     answer["response"]["clientDataJSON"] = b64url(b"{not json")
-    _refused(_authenticate(erika, challenge_id, answer), "invalid_response")
+    assert_refused(_authenticate(erika, challenge_id, answer), "invalid_response")
 
 
 # --- account helpers ------------------------------------------------------------------------------------
