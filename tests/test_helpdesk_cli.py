@@ -46,7 +46,7 @@ class Cli:
     monkeypatch: pytest.MonkeyPatch
 
     def __call__(self, *args: str) -> Result:
-        self.monkeypatch.setattr(cli, "_services", lambda: self.services)
+        self.monkeypatch.setattr(cli.common, "services", lambda: self.services)
         code = cli.main(list(args))
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)

@@ -188,7 +188,7 @@ def test_cli_purge_prints_the_counts_and_audits(services: Services, clock: FakeC
     seed(services, datetime.now(clock().tzinfo))
     # The command's own services, on the test's engine (a second engine would leave pooled connections behind)
     # and with the real clock, as `idp db purge` has.
-    monkeypatch.setattr(cli, "_services", lambda: build_services(services.settings, engine=backend[1]))
+    monkeypatch.setattr(cli.common, "services", lambda: build_services(services.settings, engine=backend[1]))
     assert main(["db", "purge", "--json"]) == 0
     # The real clock ran on since the seed: a "kept" row may have become due meanwhile, never the other way.
     counts = json.loads(capsys.readouterr().out)
