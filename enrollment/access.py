@@ -165,13 +165,6 @@ def not_available(ctx: AppContext) -> Response:
     return ctx.pages.error(403, N_("Not available"), N_("This method cannot be used for your account."))
 
 
-def row_id(text: str) -> int | None:
-    """A row id from a path: digits only and within a 32-bit integer (a larger one would fail in PostgreSQL)."""
-    if not text.isascii() or not text.isdigit() or len(text) > 9:
-        return None
-    return int(text)
-
-
 def clean_name(text: str) -> str:
     """A factor's name as the user typed it: printable characters, white space collapsed, 64 characters."""
     printable = "".join(ch if ch.isprintable() else " " for ch in text)

@@ -27,7 +27,7 @@ from idp.factors.enrolled import EnrolledFactor
 from idp.models import RecoveryCode
 from idp.oauth.requests import RequestScope
 from idp.web import i18n
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, MalformedRequest, context_of, read_fields, row_id
 from idp.web.i18n import N_
 
 LAST_FACTOR = N_("This is your last second factor, and your account requires one. Add another method first, "
@@ -39,7 +39,7 @@ def _url(kind: str, factor_id: int) -> str:
 
 
 def _parse(request: Request) -> tuple[str, int] | None:
-    kind, factor_id = request.path_params["kind"], access.row_id(request.path_params["factor"])
+    kind, factor_id = request.path_params["kind"], row_id(request.path_params["factor"])
     return (kind, factor_id) if kind in KIND_LABELS and factor_id is not None else None
 
 

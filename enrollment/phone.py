@@ -25,7 +25,7 @@ from idp.login import mfa
 from idp.models import SmsFactor
 from idp.oauth.requests import RequestScope
 from idp.web import i18n
-from idp.web.context import AppContext, context_of
+from idp.web.context import AppContext, context_of, row_id
 from idp.web.i18n import N_
 
 PAGE = "/account/phone"
@@ -71,7 +71,7 @@ def _send(ctx: AppContext, scope: RequestScope, account: access.Account,
 
 def _pending(scope: RequestScope, account: access.Account, text: str) -> SmsFactor | None:
     """The user's unconfirmed phone with this id; None for another user's, a confirmed or an unknown one."""
-    factor_id = access.row_id(text)
+    factor_id = row_id(text)
     factor = scope.db.get(SmsFactor, factor_id) if factor_id is not None else None
     if factor is None or factor.user_id != account.user.id or factor.confirmed_at is not None:
         return None

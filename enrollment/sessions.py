@@ -24,7 +24,7 @@ from idp.oauth.logout import end_session, end_user_sessions
 from idp.oauth.requests import RequestScope
 from idp.oauth.tokens import revoke_user_tokens
 from idp.web import cookies
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, MalformedRequest, context_of, read_fields, row_id
 from idp.web.i18n import N_
 
 
@@ -59,7 +59,7 @@ async def _post(request: Request, act: str) -> Response:
 
 
 def _end_one(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account) -> Response:
-    session_id = access.row_id(request.path_params["session"])
+    session_id = row_id(request.path_params["session"])
     row = scope.db.get(SsoSession, session_id) if session_id is not None else None
     if row is None or row.user_id != account.user.id or row.ended_at is not None:
         return access.not_found(ctx)
@@ -88,7 +88,7 @@ def _end_all(ctx: AppContext, scope: RequestScope, account: access.Account) -> R
 
 
 def _revoke_device(ctx: AppContext, scope: RequestScope, request: Request, account: access.Account) -> Response:
-    device_id = access.row_id(request.path_params["device"])
+    device_id = row_id(request.path_params["device"])
     row = scope.db.get(TrustedDevice, device_id) if device_id is not None else None
     if row is None or not trusted_devices.revoke(scope.db, account.user, row.id, scope.now):
         return access.not_found(ctx)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from directory_sync.scheduler import DirectoryScheduler
 from enrollment import routes as enrollment_routes
+from idp.admin import routes as admin_routes
 from idp.config import Settings
 from idp.login import routes as login_routes
 from idp.login import second_factor, webauthn_pages
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *second_factor.routes,
             *webauthn_pages.routes,
             *enrollment_routes.routes,
+            *admin_routes.routes,
             Route("/static/{path:path}", StaticFiles(pages).serve, methods=["GET", "HEAD"], name="static"),
             Route("/accessibility", accessibility, methods=["GET"]),
         ],

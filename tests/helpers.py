@@ -7,19 +7,27 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pyotp
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
-from idp.accounts.users import create_user
+from idp.accounts.users import create_user, find_user, grant_role
 from idp.db import unit_of_work
+from idp.factors import totp
+from idp.models import RoleGrant, User
 from idp.oauth.clients import NewClient, create_client
 from idp.services import Services
 
+if TYPE_CHECKING:
+    from tests.conftest import FakeClock
+
 PASSWORD = "correct horse battery staple"
+LOGIN_PAGE = re.compile(r"/login/[A-Za-z0-9_-]+")
 REDIRECT_URI = "https://app.example/cb"
 
 
@@ -157,3 +165,68 @@ def server_keys(browser: TestClient) -> KeySet:
 
 def decode(browser: TestClient, token: str, algorithms: list[str] | None = None) -> jwt.Token:
     return jwt.decode(token, server_keys(browser), algorithms=algorithms or ["ES256", "RS256"])
+
+
+def user_row(db: Any, username: str = "erika") -> User:
+    user = find_user(db, username)
+    assert user is not None
+    return user
+
+
+def seed_totp(services: Services, username: str = "erika", name: str = "Phone app") -> tuple[int, str]:
+    """A confirmed authenticator app, added yesterday; returns its row id and seed."""
+    with unit_of_work(services.sessions) as db:
+        factor, secret = totp.begin_enrollment(db, services.sealer, user_row(db, username), name, services.now())
+        factor.created_at = factor.confirmed_at = services.now() - timedelta(days=1)
+        return factor.id, secret
+
+
+def through_sign_in(browser: TestClient, response: Any, clock: FakeClock, *, username: str = "erika",
+                    secret: str | None = None, visited: list[str] | None = None) -> Any:
+    """Follow the IdP's redirects, answering the password and (with ``secret``) the authenticator app's code,
+    until a page is shown. Each code is for a new 30-second step, so that none is a replay."""
+    for _ in range(12):
+        if response.status_code not in (302, 303):
+            return response
+        location = response.headers["location"]
+        assert location.startswith("/"), location
+        if visited is not None:
+            visited.append(location)
+        if LOGIN_PAGE.fullmatch(location):
+            response = submit_login(browser, location, username)
+        elif location.endswith("/factor"):
+            assert secret is not None, "a second factor was asked"
+            page = browser.get(location)
+            assert page.status_code == 200, page.text
+            clock.advance(seconds=30)
+            response = browser.post(location, data={"method": "totp", "code": pyotp.TOTP(secret).at(clock()),
+                                                    "csrf_token": csrf_of(page.text)})
+            assert response.status_code == 303, response.text
+        else:
+            response = browser.get(location)
+    raise AssertionError("too many redirects")
+
+
+def open_page(browser: TestClient, path: str, clock: FakeClock, **kwargs: Any) -> Any:
+    page = through_sign_in(browser, browser.get(path), clock, **kwargs)
+    assert page.status_code == 200, page.text
+    assert page.url.path == path.split("?")[0], page.url
+    return page
+
+
+
+
+def add_console_user(services: Services, username: str, *roles: str, group: str | None = None) -> str:
+    """A user with a password and an authenticator app, holding console ``roles`` (directly, or through
+    ``group`` when given); returns the app's seed for ``open_page(..., secret=...)``."""
+    add_user(services, username, groups=[group] if group else [])
+    _, secret = seed_totp(services, username)
+    with unit_of_work(services.sessions) as db:
+        user = user_row(db, username)
+        for role in roles:
+            if group is None:
+                grant_role(db, user, role)
+            else:
+                group_row = next(g for g in user.groups if g.name == group)
+                db.add(RoleGrant(role=role, group_id=group_row.id))
+    return secret

@@ -23,7 +23,6 @@ from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from idp.accounts.sessions import create_session
-from idp.accounts.users import find_user
 from idp.app import create_app
 from idp.audit import Origin
 from idp.db import unit_of_work
@@ -35,17 +34,28 @@ from idp.models import (
     SsoSession,
     TotpFactor,
     TrustedDevice,
-    User,
     WebAuthnCredential,
 )
 from idp.services import Services, build_services
 from idp.web import cookies
 from tests.conftest import ISSUER, FakeClock, make_settings
-from tests.helpers import Flow, add_client, add_user, authorize, csrf_of, exchange, submit_login
+from tests.helpers import (
+    LOGIN_PAGE,
+    Flow,
+    add_client,
+    add_user,
+    authorize,
+    csrf_of,
+    exchange,
+    open_page,
+    seed_totp,
+    submit_login,
+    through_sign_in,
+    user_row,
+)
 from tests.soft_authenticator import SoftAuthenticator
 
 CODES = re.compile(r"<li><code>([A-Z2-7-]+)</code></li>")
-LOGIN_PAGE = re.compile(r"/login/[A-Za-z0-9_-]+")
 MOBILE_E164 = "+4915112345678"
 MASKED = sms.masked(MOBILE_E164)
 
@@ -76,23 +86,9 @@ def _other_browser(browser: TestClient) -> TestClient:
     return TestClient(browser.app, base_url=ISSUER, follow_redirects=False)
 
 
-def _user(db: Any, username: str = "erika") -> User:
-    user = find_user(db, username)
-    assert user is not None
-    return user
-
-
-def seed_totp(services: Services, username: str = "erika", name: str = "Phone app") -> tuple[int, str]:
-    """A confirmed authenticator app, added yesterday; returns its row id and seed."""
-    with unit_of_work(services.sessions) as db:
-        factor, secret = totp.begin_enrollment(db, services.sealer, _user(db, username), name, services.now())
-        factor.created_at = factor.confirmed_at = services.now() - timedelta(days=1)
-        return factor.id, secret
-
-
 def seed_phone(services: Services, username: str = "erika", *, confirmed: bool = True) -> int:
     with unit_of_work(services.sessions) as db:
-        factor = sms.add_phone(db, _user(db, username), MOBILE_E164, "Diensthandy", services.settings.sms,
+        factor = sms.add_phone(db, user_row(db, username), MOBILE_E164, "Diensthandy", services.settings.sms,
                                services.now() - timedelta(days=1))
         if confirmed:
             sms.confirm(db, factor, services.now() - timedelta(days=1))
@@ -101,19 +97,19 @@ def seed_phone(services: Services, username: str = "erika", *, confirmed: bool =
 
 def seed_codes(services: Services, username: str = "erika") -> list[str]:
     with unit_of_work(services.sessions) as db:
-        return recovery.regenerate(db, services.passwords, _user(db, username), services.now())
+        return recovery.regenerate(db, services.passwords, user_row(db, username), services.now())
 
 
 def seed_trusted(services: Services, username: str = "erika") -> tuple[int, str]:
     with unit_of_work(services.sessions) as db:
-        value, row = trusted_devices.trust(db, services.hasher, _user(db, username), lifetime=timedelta(hours=12),
+        value, row = trusted_devices.trust(db, services.hasher, user_row(db, username), lifetime=timedelta(hours=12),
                                            user_agent="Firefox/128.0 (Rathaus)", now=services.now())
         return row.id, value
 
 
 def seed_session(services: Services, username: str = "erika") -> int:
     with unit_of_work(services.sessions) as db:
-        _, row = create_session(db, services.hasher, services.settings.session, _user(db, username), amr=["pwd"],
+        _, row = create_session(db, services.hasher, services.settings.session, user_row(db, username), amr=["pwd"],
                                 acr=None, now=services.now(),
                                 origin=Origin(ip="198.51.100.7", user_agent="Mozilla/5.0 Edge/120"))
         return row.id
@@ -122,39 +118,6 @@ def seed_session(services: Services, username: str = "erika") -> int:
 def events(services: Services, name: str) -> list[AuditEvent]:
     with unit_of_work(services.sessions) as db:
         return list(db.scalars(select(AuditEvent).where(AuditEvent.event == name).order_by(AuditEvent.id)))
-
-
-def through_sign_in(browser: TestClient, response: Any, clock: FakeClock, *, username: str = "erika",
-                    secret: str | None = None, visited: list[str] | None = None) -> Any:
-    """Follow the IdP's redirects, answering the password and (with ``secret``) the authenticator app's code,
-    until a page is shown. Each code is for a new 30-second step, so that none is a replay."""
-    for _ in range(12):
-        if response.status_code not in (302, 303):
-            return response
-        location = response.headers["location"]
-        assert location.startswith("/"), location
-        if visited is not None:
-            visited.append(location)
-        if LOGIN_PAGE.fullmatch(location):
-            response = submit_login(browser, location, username)
-        elif location.endswith("/factor"):
-            assert secret is not None, "a second factor was asked"
-            page = browser.get(location)
-            assert page.status_code == 200, page.text
-            clock.advance(seconds=30)
-            response = browser.post(location, data={"method": "totp", "code": pyotp.TOTP(secret).at(clock()),
-                                                    "csrf_token": csrf_of(page.text)})
-            assert response.status_code == 303, response.text
-        else:
-            response = browser.get(location)
-    raise AssertionError("too many redirects")
-
-
-def open_page(browser: TestClient, path: str, clock: FakeClock, **kwargs: Any) -> Any:
-    page = through_sign_in(browser, browser.get(path), clock, **kwargs)
-    assert page.status_code == 200, page.text
-    assert page.url.path == path.split("?")[0], page.url
-    return page
 
 
 def _wrong_code(secret: str, clock: FakeClock) -> str:
@@ -269,11 +232,11 @@ def test_account_lists_factors_codes_trusted_browsers_and_sessions(client: TestC
     totp_id, _ = seed_totp(services, name="Diensthandy App")
     seed_phone(services)
     with unit_of_work(services.sessions) as db:
-        pending, _ = totp.begin_enrollment(db, services.sealer, _user(db), "Not yet active", services.now())
+        pending, _ = totp.begin_enrollment(db, services.sealer, user_row(db), "Not yet active", services.now())
         db.get(TotpFactor, totp_id).last_used_at = services.now()  # type: ignore[union-attr]
     codes = seed_codes(services)
     with unit_of_work(services.sessions) as db:
-        assert recovery.use(db, services.passwords, _user(db), codes[0], services.now())
+        assert recovery.use(db, services.passwords, user_row(db), codes[0], services.now())
     seed_trusted(services)
     other = seed_session(services)
     page = open_page(client, "/account", clock)
@@ -324,7 +287,7 @@ def test_totp_enrollment_through_the_pages(client: TestClient, services: Service
     secret = _secret_on(page)
     assert len(secret) >= 32
     with unit_of_work(services.sessions) as db:
-        assert enrolled.factors_of(db, _user(db)) == []
+        assert enrolled.factors_of(db, user_row(db)) == []
         [pending] = db.scalars(select(TotpFactor)).all()
         assert pending.confirmed_at is None and secret.encode() not in pending.secret_sealed
     assert 'id="no-factors"' in client.get("/account").text
@@ -334,7 +297,7 @@ def test_totp_enrollment_through_the_pages(client: TestClient, services: Service
     assert wrong.status_code == 200 and 'role="alert"' in wrong.text
     assert _secret_on(wrong) == secret
     with unit_of_work(services.sessions) as db:
-        assert enrolled.factors_of(db, _user(db)) == []
+        assert enrolled.factors_of(db, user_row(db)) == []
     [failure] = events(services, "factor.enrollment")
     assert failure.outcome == "failure" and failure.details["reason"] == "wrong_code"
 
@@ -344,9 +307,9 @@ def test_totp_enrollment_through_the_pages(client: TestClient, services: Service
     codes = CODES.findall(done.text)
     assert len(codes) == 10 and len(set(codes)) == 10
     with unit_of_work(services.sessions) as db:
-        [factor] = enrolled.factors_of(db, _user(db))
+        [factor] = enrolled.factors_of(db, user_row(db))
         assert (factor.kind, factor.name) == ("totp", "Dienst handy")
-        assert recovery.remaining(db, _user(db)) == 10
+        assert recovery.remaining(db, user_row(db)) == 10
         session = db.scalars(select(SsoSession)).one()
         assert "totp" in session.methods and "otp" in session.amr
     [enrolled_event] = events(services, "factor.enrolled")
@@ -373,7 +336,7 @@ def test_unconfirmed_totp_signs_nobody_in(mfa_browser: TestClient, mfa_services:
     """An app added but never confirmed is no factor: the next sign-in still asks for enrollment."""
     add_user(mfa_services)
     with unit_of_work(mfa_services.sessions) as db:
-        totp.begin_enrollment(db, mfa_services.sealer, _user(db), "Half done", mfa_services.now())
+        totp.begin_enrollment(db, mfa_services.sealer, user_row(db), "Half done", mfa_services.now())
     response = mfa_browser.get("/account")
     response = mfa_browser.get(response.headers["location"])
     response = mfa_browser.get(submit_login(mfa_browser, response.headers["location"]).headers["location"])
@@ -391,7 +354,7 @@ def test_totp_enrollment_is_throttled(client: TestClient, services: Services, cl
     blocked = client.post("/account/totp", data={**form, "code": pyotp.TOTP(secret).at(clock())})
     assert blocked.status_code == 429
     with unit_of_work(services.sessions) as db:
-        assert enrolled.factors_of(db, _user(db)) == []
+        assert enrolled.factors_of(db, user_row(db)) == []
 
 
 # --- recovery codes ---------------------------------------------------------------------------------------------
@@ -411,7 +374,7 @@ def test_regenerating_recovery_codes_invalidates_the_old_set(client: TestClient,
     new = CODES.findall(response.text)
     assert len(new) == 10 and not set(new) & set(old)
     with unit_of_work(services.sessions) as db:
-        user = _user(db)
+        user = user_row(db)
         assert len(db.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)).all()) == 10
         assert not recovery.use(db, services.passwords, user, old[0], services.now())
         assert recovery.use(db, services.passwords, user, new[0], services.now())
@@ -428,7 +391,7 @@ def test_recovery_codes_need_a_factor(client: TestClient, services: Services, cl
     assert client.post("/account/recovery-codes", data={"csrf_token": token}).status_code == 409
     assert client.get("/account/recovery-codes/first").headers["location"] == "/account"
     with unit_of_work(services.sessions) as db:
-        assert recovery.remaining(db, _user(db)) == 0
+        assert recovery.remaining(db, user_row(db)) == 0
 
 
 # --- renaming and removing --------------------------------------------------------------------------------------
@@ -450,7 +413,7 @@ def test_rename_and_remove_within_the_five_minutes(client: TestClient, services:
     removed = client.post(f"/account/factors/sms/{phone_id}/remove", data={"csrf_token": token})
     assert removed.status_code == 303
     with unit_of_work(services.sessions) as db:
-        [factor] = enrolled.factors_of(db, _user(db))
+        [factor] = enrolled.factors_of(db, user_row(db))
         assert (factor.kind, factor.name) == ("totp", "Neues Handy")
         assert db.get(SmsFactor, phone_id) is None
     [rename_event] = events(services, "factor.renamed")
@@ -460,7 +423,7 @@ def test_rename_and_remove_within_the_five_minutes(client: TestClient, services:
     last = client.post(f"/account/factors/totp/{totp_id}/remove", data={"csrf_token": token})
     assert last.status_code == 303
     with unit_of_work(services.sessions) as db:
-        assert enrolled.factors_of(db, _user(db)) == []
+        assert enrolled.factors_of(db, user_row(db)) == []
         assert db.scalars(select(RecoveryCode)).all() == []
     assert events(services, "factor.removed")[-1].details["recovery_codes_removed"] == 10
 
@@ -479,7 +442,7 @@ def test_changes_after_five_minutes_need_a_fresh_sign_in(client: TestClient, ser
     removed = client.post(f"/account/factors/totp/{totp_id}/remove", data={"csrf_token": csrf_of(page.text)})
     assert removed.status_code == 303 and removed.headers["location"].startswith("/authorize/resume/")
     with unit_of_work(services.sessions) as db:
-        [factor] = enrolled.factors_of(db, _user(db))
+        [factor] = enrolled.factors_of(db, user_row(db))
         assert factor.name == "Phone app"
     assert events(services, "factor.renamed") == [] and events(services, "factor.removed") == []
     assert client.get(f"/account/factors/totp/{totp_id}").status_code == 303
@@ -527,7 +490,7 @@ def test_the_last_factor_cannot_be_removed_where_mfa_is_required(mfa_browser: Te
     refused = mfa_browser.post(f"/account/factors/totp/{totp_id}/remove", data={"csrf_token": csrf_of(page.text)})
     assert refused.status_code == 409 and "last second factor" in refused.text
     with unit_of_work(mfa_services.sessions) as db:
-        assert len(enrolled.factors_of(db, _user(db))) == 1
+        assert len(enrolled.factors_of(db, user_row(db))) == 1
     [event] = events(mfa_services, "factor.removed")
     assert event.outcome == "failure" and event.details["reason"] == "last_factor"
 
@@ -535,7 +498,7 @@ def test_the_last_factor_cannot_be_removed_where_mfa_is_required(mfa_browser: Te
     removed = mfa_browser.post(f"/account/factors/totp/{totp_id}/remove", data={"csrf_token": csrf_of(page.text)})
     assert removed.status_code == 303
     with unit_of_work(mfa_services.sessions) as db:
-        assert [f.kind for f in enrolled.factors_of(db, _user(db))] == ["sms"]
+        assert [f.kind for f in enrolled.factors_of(db, user_row(db))] == ["sms"]
 
 
 # --- CSRF and other users' ids ----------------------------------------------------------------------------------
@@ -573,9 +536,9 @@ def test_posts_without_a_valid_csrf_token_are_refused(client: TestClient, servic
     options = client.post("/account/webauthn/options", json={"csrf_token": foreign})
     assert options.status_code == 403 and "error" in options.json()
     with unit_of_work(services.sessions) as db:
-        [factor] = enrolled.factors_of(db, _user(db))
+        [factor] = enrolled.factors_of(db, user_row(db))
         assert factor.name == "Phone app"
-        assert recovery.remaining(db, _user(db)) == 10
+        assert recovery.remaining(db, user_row(db)) == 10
         assert all(row.ended_at is None for row in db.scalars(select(SsoSession)))
         assert db.get(TrustedDevice, device_id).revoked_at is None  # type: ignore[union-attr]
         assert db.scalars(select(SmsFactor)).all() == []
@@ -594,7 +557,7 @@ def test_one_users_ids_cannot_touch_another_users_factors(client: TestClient, se
     bob_device, _ = seed_trusted(services, "bob")
     bob_session = seed_session(services, "bob")
     with unit_of_work(services.sessions) as db:
-        pending, bob_secret = totp.begin_enrollment(db, services.sealer, _user(db, "bob"), "Bobs new app",
+        pending, bob_secret = totp.begin_enrollment(db, services.sealer, user_row(db, "bob"), "Bobs new app",
                                                     services.now())
         bob_handle = pending.handle
     page = open_page(client, f"/account/factors/totp/{erika_totp}", clock, secret=erika_secret)
@@ -621,13 +584,13 @@ def test_one_users_ids_cannot_touch_another_users_factors(client: TestClient, se
                                                 "code": pyotp.TOTP(bob_secret).at(clock())})
     assert hijack.status_code == 400
     with unit_of_work(services.sessions) as db:
-        bob = _user(db, "bob")
+        bob = user_row(db, "bob")
         assert [(f.kind, f.name) for f in enrolled.factors_of(db, bob)] == [("totp", "Bobs app")]
         assert db.get(TotpFactor, pending.id).confirmed_at is None  # type: ignore[union-attr]
         assert db.get(SmsFactor, bob_phone).confirmed_at is None  # type: ignore[union-attr]
         assert db.get(SsoSession, bob_session).ended_at is None  # type: ignore[union-attr]
         assert db.get(TrustedDevice, bob_device).revoked_at is None  # type: ignore[union-attr]
-        assert len(db.scalars(select(TotpFactor).where(TotpFactor.user_id == _user(db).id)).all()) == 1
+        assert len(db.scalars(select(TotpFactor).where(TotpFactor.user_id == user_row(db).id)).all()) == 1
     assert events(services, "factor.renamed") == [] and events(services, "factor.enrolled") == []
 
 
@@ -728,7 +691,7 @@ def test_revoking_a_trusted_browser(mfa_browser: TestClient, mfa_services: Servi
                             data={"csrf_token": csrf_of(page.text)}).status_code == 404
     with unit_of_work(mfa_services.sessions) as db:
         assert db.get(TrustedDevice, device_id).revoked_at is not None  # type: ignore[union-attr]
-        assert not trusted_devices.is_trusted(db, mfa_services.hasher, _user(db), value, mfa_services.now())
+        assert not trusted_devices.is_trusted(db, mfa_services.hasher, user_row(db), value, mfa_services.now())
     [event] = events(mfa_services, "trusted_device.revoked")
     assert event.details == {"device": device_id, "count": 1, "reason": "user"}
     assert secret
@@ -816,14 +779,14 @@ def test_phone_enrollment_through_the_gateway(sms_browser: TestClient, sms_servi
     assert page.status_code == 200 and MASKED in page.text and code not in page.text
     _code_input(page)
     with unit_of_work(sms_services.sessions) as db:
-        assert enrolled.factors_of(db, _user(db)) == []
+        assert enrolled.factors_of(db, user_row(db)) == []
     wrong = sms_browser.post(confirm_url, data={"code": "000000" if code != "000000" else "111111",
                                                 "csrf_token": csrf_of(page.text)})
     assert wrong.status_code == 200 and 'role="alert"' in wrong.text
     done = sms_browser.post(confirm_url, data={"code": code, "csrf_token": csrf_of(page.text)})
     assert done.status_code == 200 and len(CODES.findall(done.text)) == 10
     with unit_of_work(sms_services.sessions) as db:
-        [factor] = enrolled.factors_of(db, _user(db))
+        [factor] = enrolled.factors_of(db, user_row(db))
         assert (factor.kind, factor.name, factor.detail) == ("sms", "Diensthandy", MASKED)
     assert MASKED in sms_browser.get("/account").text
     trail = json.dumps([e.details for e in events(sms_services, "factor.enrolled")]
@@ -911,7 +874,7 @@ def test_security_key_registration_through_the_json_endpoints(client: TestClient
     with unit_of_work(services.sessions) as db:
         [credential] = db.scalars(select(WebAuthnCredential)).all()
         assert credential.name == "YubiKey 5" and not credential.discoverable
-        assert credential.user_id == _user(db).id
+        assert credential.user_id == user_row(db).id
     [event] = events(services, "factor.enrolled")
     assert event.details["kind"] == "webauthn" and event.details["passkey"] is False
     assert events(services, "factor.enrollment")[0].details["reason"] == "replayed_challenge"

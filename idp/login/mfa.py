@@ -44,6 +44,13 @@ def requirement_for(services: Services, user: User, client: Client | None, acr_v
     )
 
 
+def console_requirement(need: Requirement) -> Requirement:
+    """What the admin console asks of a session: at least a second factor proved in it (never a browser
+    trusted for the workday), whatever the policy asks of a sign-in; a stricter policy level stays."""
+    level = need.level if RANK[need.level] >= RANK["mfa"] else "mfa"
+    return replace(need, level=level, trusted_device=False, reason="console", skippable_until=None)
+
+
 def usable_methods(db: Session, user: User, need: Requirement) -> list[str]:
     """The user's enrolled methods that count for ``need``, in the policy's order, then recovery codes."""
     kinds = enrolled.kinds_of(db, user)

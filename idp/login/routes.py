@@ -367,6 +367,8 @@ def _resume_internal(ctx: AppContext, scope: RequestScope, request: Request, tx:
                         now=scope.now)
     if need is None and current is not None:
         required = mfa.requirement_for(ctx.services, current.row.user, None, None, scope.now)
+        if tx.params.get("second_factor"):
+            required = mfa.console_requirement(required)
         if tx.params.get("fresh"):
             # Before a factor is bound or removed: the second factor itself, not a trusted browser.
             required = mfa.reauthentication_requirement(scope.db, current.row.user, required)
@@ -381,14 +383,16 @@ def _resume_internal(ctx: AppContext, scope: RequestScope, request: Request, tx:
 
 
 def begin_internal_sign_in(ctx: AppContext, scope: RequestScope, request: Request, *, return_to: str,
-                           fresh: bool) -> Response:
+                           fresh: bool, second_factor: bool = False) -> Response:
     """Send the browser through sign-in (``fresh``: password and second factor again, e.g. before removing a
-    factor) and then to ``return_to``, a path on this server."""
+    factor; ``second_factor``: a second factor proved in this session whatever the policy says, as the admin
+    console needs) and then to ``return_to``, a path on this server."""
     assert return_to.startswith("/") and not return_to.startswith("//"), "return_to must be a local path"
     browser, new = browser_id(ctx, request)
     tx = LoginTransaction(
         id=random_token(24), browser_hash=ctx.services.hasher.hash(browser), client_id=None,
-        params={"pairs": [], "return_to": return_to, "fresh": fresh}, created_at=scope.now,
+        params={"pairs": [], "return_to": return_to, "fresh": fresh, "second_factor": second_factor},
+        created_at=scope.now,
         expires_at=scope.now + ctx.services.settings.session.login_timeout,
     )
     scope.db.add(tx)

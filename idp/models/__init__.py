@@ -2,7 +2,7 @@
 
 from idp.models.accounts import Group, GroupMember, RoleGrant, User
 from idp.models.audit import AuditEvent
-from idp.models.clients import Client
+from idp.models.clients import Client, ClientOwner, InitialAccessToken, OwnerRedirectDomain
 from idp.models.directory import DirectoryAccount, DirectoryGroup, DirectorySyncRun, DirectorySyncState
 from idp.models.factors import (
     RecoveryCode,
@@ -25,14 +25,17 @@ __all__ = [
     "AuthorizationCode",
     "BackchannelDelivery",
     "Client",
+    "ClientOwner",
     "Consent",
     "DirectoryAccount",
     "DirectoryGroup",
     "DirectorySyncRun",
     "DirectorySyncState",
     "Group",
+    "InitialAccessToken",
     "GroupMember",
     "LoginTransaction",
+    "OwnerRedirectDomain",
     "RecoveryCode",
     "RoleGrant",
     "SessionClient",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.db import Base, UTCDateTime, utcnow
@@ -45,7 +45,71 @@ class Client(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_by: Mapped[str | None] = mapped_column(String(32))
+    """Who disabled the client: ``admin`` (only an administrator may enable it again) or ``owner``."""
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    """``active``; ``requested`` (filed by an app owner, waiting for an administrator); ``declined``.
+    Only an active client can be used at the authorization and token endpoints."""
+    review_comment: Mapped[str | None] = mapped_column(Text)
+    """The administrator's comment on approving or declining a requested client."""
+    reviewed_by: Mapped[str | None] = mapped_column(String(255))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    """Username of who registered the client (None: the command line or RFC 7591 registration)."""
+    logo_uri: Mapped[str | None] = mapped_column(Text)
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(128))
+    """After a rotation with a grace period: the old secret's hash, accepted until ``previous_secret_expires_at``."""
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    registration_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    """HMAC-SHA-256 of the RFC 7592 registration access token of a dynamically registered client."""
+    access_token_lifetime: Mapped[int | None] = mapped_column()
+    """Seconds; None: the configured ``[tokens]`` default."""
+    refresh_token_lifetime: Mapped[int | None] = mapped_column()
+    """Seconds (absolute lifetime of a refresh token family); None: the configured default."""
+
+    @property
+    def is_usable(self) -> bool:
+        """Whether the client may sign users in and get tokens: active (approved) and not disabled."""
+        return self.disabled_at is None and self.status == "active"
 
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+
+class ClientOwner(Base):
+    """An app owner who manages a client; a client can have several."""
+
+    __tablename__ = "client_owners"
+
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class OwnerRedirectDomain(Base):
+    """A host name under which an app owner's new clients are approved without an administrator: a client filed
+    by that owner whose redirect URIs all lie on allowed hosts (or their subdomains) is active at once."""
+
+    __tablename__ = "owner_redirect_domains"
+    __table_args__ = (UniqueConstraint("user_id", "domain"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InitialAccessToken(Base):
+    """An RFC 7591 initial access token (made by an administrator with ``idp clients token``): stored as a keyed
+    hash, expiring, with a number of registrations it still allows; the clients it registers belong to
+    ``owner_id`` when set."""
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uses_left: Mapped[int] = mapped_column(default=1)

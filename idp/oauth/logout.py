@@ -69,7 +69,7 @@ def end_session(
     ).all()
     queued = 0
     for client in clients:
-        if client.backchannel_logout_uri and client.disabled_at is None:
+        if client.backchannel_logout_uri and client.is_usable:
             db.add(BackchannelDelivery(
                 client_id=client.id, uri=client.backchannel_logout_uri,
                 logout_token=make_logout_token(services, client, session, now), created_at=now, next_attempt_at=now,

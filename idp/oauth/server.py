@@ -69,7 +69,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> OAuthClient | None:
         scope = current_scope()
         row = find_client(scope.db, client_id) if isinstance(client_id, str) else None
-        if row is None or row.disabled_at is not None:
+        if row is None or not row.is_usable:
             return None
         return OAuthClient(row, self.services.hasher, scope.now)
 

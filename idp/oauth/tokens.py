@@ -187,7 +187,7 @@ def revoke_user_tokens(db: Session, user_id: int, reason: str, now: datetime) ->
 
 def is_usable(row: Token, now: datetime) -> bool:
     """Whether a token row may still be honoured: not revoked, its client and user still enabled."""
-    if row.revoked_at is not None or row.client.disabled_at is not None:
+    if row.revoked_at is not None or not row.client.is_usable:
         return False
     if row.user is not None and not row.user.is_active:
         return False

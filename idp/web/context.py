@@ -101,3 +101,10 @@ def query_pairs(request: HTTPConnection) -> list[tuple[str, str]]:
     if any(_bad_text(key) or _bad_text(value) for key, value in pairs):
         raise MalformedRequest("the query is not valid UTF-8 or contains a NUL character")
     return pairs
+
+
+def row_id(text: str) -> int | None:
+    """A row id from a path: digits only and within a 32-bit integer (a larger one would fail in PostgreSQL)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        return None
+    return int(text)

@@ -35,7 +35,9 @@ TEMPLATES = ("base.html", "error.html", "index.html", "login.html", "consent.htm
              "logged_out.html", "factor.html", "enroll.html", "enroll_totp.html", "enroll_sms.html",
              "recovery_codes.html", "enroll_webauthn.html", "accessibility.html",
              "account.html", "account_totp.html", "account_webauthn.html", "account_phone.html",
-             "account_phone_confirm.html", "account_factor.html", "account_recovery.html")
+             "account_phone_confirm.html", "account_factor.html", "account_recovery.html",
+             # The console's pages, whatever their number.
+             *sorted(f"admin/{path.name}" for path in (THEMES_DIR / "default" / "templates" / "admin").glob("*.html")))
 
 
 _client_theme: ContextVar[str | None] = ContextVar("idp_client_theme", default=None)
