@@ -6,6 +6,8 @@ The PostgreSQL tests create their own database, serve requests from it, refuse c
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from starlette.testclient import TestClient
 
 from idp import audit, migrate
 from idp.app import create_app
-from idp.db import create_db_engine, unit_of_work
+from idp.db import CONNECT_TIMEOUT_SECONDS, create_db_engine, unit_of_work
 from idp.models import AuditEvent, Token
 from idp.oauth.keys import ensure_keys
 from idp.services import Services, build_services
@@ -135,3 +137,38 @@ def test_unopenable_database_answers_503(tmp_path: Path) -> None:
     assert page.headers["content-type"].startswith("text/html")
     assert api.status_code == 503 and api.headers["retry-after"] == "5"
     assert api.json()["error"] == "temporarily_unavailable"
+
+
+def test_a_database_that_accepts_but_never_answers_fails_the_connection_within_seconds() -> None:
+    """A PostgreSQL host that swallows packets (a firewall, a hung server) must not hang a request for the
+    operating system's TCP timeout: the connection attempt gives up after ``CONNECT_TIMEOUT_SECONDS``."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the TCP handshake; nobody ever speaks the protocol
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    engine = create_db_engine(f"postgresql+psycopg://idp@127.0.0.1:{silent.getsockname()[1]}/idp")
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError):
+            with engine.connect():
+                pass
+        assert time.monotonic() - started < CONNECT_TIMEOUT_SECONDS * 3
+    finally:
+        engine.dispose()
+        stop.set()
+        holder.join()
+        for conn in accepted:
+            conn.close()
+        silent.close()
