@@ -47,5 +47,12 @@ screenshots: $(VENV)/.installed-test
 	scripts/ensure-test-services.sh
 	$(BIN)/python -m tests.browser.screenshots build/screenshots
 
+# The protocol benchmark against node-oidc-provider (bench/README.md; about 10 minutes, on a quiet machine);
+# writes its table into bench/README.md. Needs wrk (apt) and npm; not part of `make test`.
+bench: $(VENV)/.installed-test
+	scripts/ensure-test-services.sh
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) data .pytest_cache .cache build

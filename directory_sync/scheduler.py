@@ -17,7 +17,7 @@ from typing import Any
 from directory_sync.engine import SyncReport, run_sync
 from directory_sync.state import read_state
 from idp.config import DirectorySource
-from idp.db import read_only
+from idp.db import log_background_failure, read_only
 
 log = logging.getLogger("idp.directory_sync")
 
@@ -88,8 +88,8 @@ class DirectoryScheduler:
             for source in self.sources:
                 try:
                     report = await asyncio.to_thread(run_due, self.services, source)
-                except Exception:  # a broken run must not stop the schedule of this or other sources
-                    log.exception("scheduled directory sync of %s failed", source.name)
+                except Exception as exc:  # a broken run must not stop the schedule of this or other sources
+                    log_background_failure(log, f"scheduled directory sync of {source.name} failed", exc)
                     continue
                 if report is not None and report.status == "success" and self.after_run is not None:
                     self.after_run()

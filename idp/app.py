@@ -13,9 +13,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from directory_sync.scheduler import DirectoryScheduler
 from enrollment import routes as enrollment_routes
+from idp import metrics
 from idp.admin import routes as admin_routes
 from idp.config import Settings
 from idp.login import routes as login_routes
@@ -31,6 +33,7 @@ from idp.web import health, i18n, outage
 from idp.web.context import AppContext, context_of
 from idp.web.i18n import N_
 from idp.web.middleware import SecurityMiddleware
+from idp.web.request_id import RequestIdMiddleware
 from idp.web.static import StaticFiles
 from idp.web.templates import Pages
 
@@ -93,6 +96,19 @@ def _client_themes(services: Services) -> tuple[str, ...]:
         return ()
 
 
+def _operations_middleware(settings: Settings) -> list[Middleware]:
+    """Request id, forwarded headers and latency metrics, outermost, in this order: the request id middleware
+    must see the connecting peer (is it a trusted proxy?) before X-Forwarded-For replaces it, which is why the
+    app, not uvicorn, applies the forwarded headers (only from ``[server] trusted_proxies``)."""
+    proxies = settings.server.trusted_proxies
+    layers = [Middleware(RequestIdMiddleware, trusted_proxies=proxies)]
+    if proxies:
+        layers.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(proxies)))
+    if settings.metrics.enabled:
+        layers.append(Middleware(metrics.RequestMetricsMiddleware))
+    return layers
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Starlette:
     if services is None:
         assert settings is not None, "create_app needs settings or services"
@@ -119,6 +135,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await purger.stop()
             await directory_scheduler.stop()
             await ctx.sender.stop()
+            metrics.worker_exited()
 
     app = Starlette(
         routes=[
@@ -133,8 +150,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             *admin_routes.routes,
             Route("/static/{path:path}", StaticFiles(pages).serve, methods=["GET", "HEAD"], name="static"),
             Route("/accessibility", accessibility, methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
         ],
-        middleware=[Middleware(SecurityMiddleware, https=settings.is_https,
+        middleware=[*_operations_middleware(settings),
+                    Middleware(SecurityMiddleware, https=settings.is_https,
                                max_body_size=settings.server.max_body_size),
                     Middleware(i18n.LocaleMiddleware)],
         exception_handlers={HTTPException: http_error, **outage.exception_handlers},
@@ -155,5 +174,6 @@ def app_from_environment() -> Starlette:
     from idp.cli import configure_logging
     from idp.config import load_settings
 
-    configure_logging()
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

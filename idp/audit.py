@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from idp import metrics
 from idp.db import utcnow
+from idp.logs import current_request_id
 from idp.models import AuditEvent
 
 log = logging.getLogger("idp.audit")
@@ -59,20 +61,18 @@ def record(
         details=details,
     )
     db.add(row)
-    log.info(
-        json.dumps(
-            {
-                "audit": event,
-                "outcome": outcome,
-                "at": row.at.isoformat(),
-                "actor": actor,
-                "subject": subject,
-                "client_id": client_id,
-                "ip": origin.ip,
-                **details,
-            },
-            default=str,
-            ensure_ascii=False,
-        )
-    )
+    # Counted once this transaction commits (idp.metrics), like the row itself.
+    metrics.count_audit_event(db, event, outcome, details)
+    fields = {
+        "audit": event,
+        "outcome": outcome,
+        "at": row.at.isoformat(),
+        "actor": actor,
+        "subject": subject,
+        "client_id": client_id,
+        "ip": origin.ip,
+        "request_id": current_request_id(),
+        **details,
+    }
+    log.info(json.dumps(fields, default=str, ensure_ascii=False), extra={"audit_fields": fields})
     return row

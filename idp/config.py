@@ -190,6 +190,12 @@ class ServerSettings:
     max_body_size: int = setting(
         65536, "Largest request body accepted, in bytes; larger bodies are refused with 413.", _parse_positive_int
     )
+    shutdown_timeout: timedelta = setting(
+        timedelta(seconds=30),
+        "On SIGTERM, `idp serve` stops accepting connections and lets requests in flight finish for at most this "
+        "long before it closes them, so that a stuck request cannot hold the stop forever.",
+        parse_duration,
+    )
 
 
 @dataclass(frozen=True)
@@ -653,6 +659,56 @@ def _directory_source_reference() -> list[str]:
     return lines
 
 
+def _parse_sha256_hex(value: object) -> str | None:
+    digest = _parse_optional_str(value)
+    if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest.strip().lower()):
+        raise ValueError("expected the SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)")
+    return digest.strip().lower() if digest is not None else None
+
+
+def _parse_optional_port(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    port = _parse_positive_int(value)
+    if port > 65535:
+        raise ValueError("a port is at most 65535")
+    return port
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = setting(
+        True,
+        "Prometheus metrics: sign-ins, tokens, sync runs, request times (docs/operations.md). Served only where "
+        "`token_sha256` or `port` says (neither: nowhere); `false`: request times are not measured and nothing "
+        "is served.",
+        _parse_bool,
+    )
+    token_sha256: str | None = setting(
+        None,
+        "SHA-256 (hex) of the Bearer token Prometheus sends to `/metrics` on the main port; only the hash is "
+        "stored (what `sha256sum` prints for the token). Unset: `/metrics` on the main port answers 404.",
+        _parse_sha256_hex,
+    )
+    port: int | None = setting(
+        None,
+        "A separate metrics listener on 127.0.0.1 (no token; only this machine reaches it). Unset: none.",
+        _parse_optional_port,
+        example="9100",
+    )
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    format: str = setting(
+        "auto",
+        "`json`: one JSON object per line (time, level, logger, message, request_id, fields), for a log "
+        "collector; `text`: for a terminal; `auto`: json in production, text in development.",
+        _choice("auto", "json", "text"),
+    )
+    level: str = setting("info", "Least important messages written.", _choice("debug", "info", "warning", "error"))
+
+
 @dataclass(frozen=True)
 class Settings:
     issuer: str = setting(
@@ -696,6 +752,8 @@ class Settings:
     sms: SmsSettings = field(default_factory=SmsSettings)
     webauthn: WebAuthnSettings = field(default_factory=WebAuthnSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property
     def database_url(self) -> str:
@@ -819,6 +877,8 @@ def _check_consistency(settings: Settings) -> None:
         errors.append("[sms] url (IDP_SMS_URL) must be an http(s) URL when gateway is http")
     if settings.sms.retries < 0:
         errors.append("[sms] retries must not be negative")
+    if settings.metrics.port is not None and settings.metrics.port == settings.server.port:
+        errors.append("[metrics] port must differ from [server] port")
     if settings.env == "production":
         if not settings.is_https:
             errors.append("issuer must be https in production")

@@ -12,6 +12,7 @@ committed value.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -65,6 +67,25 @@ def utcnow() -> datetime:
 
 
 CONNECT_TIMEOUT_SECONDS = 5
+
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,  # connection refused or lost, server shutting down, lock or statement timeouts
+    sa_exc.InterfaceError,  # the DBAPI connection was already closed
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no pooled connection became free in time
+)
+"""Errors that say "the database is not there right now", not "this request is wrong"."""
+
+
+def log_background_failure(logger: logging.Logger, what: str, exc: Exception) -> None:
+    """A background round (back-channel sender, purger, directory schedule) failed and will be tried again: one
+    warning line while the database is away (every round of every process would fail alike), a stack trace for
+    anything else."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        logger.warning("%s: the database is unavailable (%s); trying again later", what,
+                       type(getattr(exc, "orig", None) or exc).__name__)
+    else:
+        logger.error("%s", what, exc_info=exc)
 
 
 def create_db_engine(url: str, pool_size: int = 10) -> Engine:

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, or_
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.db import rowcount, unit_of_work
+from idp.db import log_background_failure, rowcount, unit_of_work
 from idp.factors import sms
 from idp.models import (
     AuthorizationCode,
@@ -117,5 +117,5 @@ class Purger:
                 counts = await asyncio.to_thread(run_purge, self._services)
                 if any(counts.values()):
                     log.info("purged expired rows: %s", counts)
-            except Exception:  # a broken database must not end the schedule; the next round tries again
-                log.exception("purging expired rows failed")
+            except Exception as exc:  # a broken database must not end the schedule; the next round tries again
+                log_background_failure(log, "purging expired rows failed", exc)

@@ -31,7 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [
     ("serve",), ("db",), ("db", "upgrade"), ("db", "purge"), ("users",), ("users", "add"), ("users", "list"),
     ("users", "show"),
+    ("users", "disable"), ("users", "enable"), ("users", "unlock"), ("roles",), ("roles", "grant"),
+    ("roles", "revoke"), ("roles", "list"),
     ("users", "reset-mfa"), ("clients",), ("clients", "add"), ("clients", "list"), ("clients", "update"),
+    ("clients", "show"), ("clients", "rotate-secret"), ("clients", "disable"), ("clients", "enable"),
+    ("clients", "delete"), ("clients", "approve"), ("clients", "decline"), ("clients", "token"),
     ("keys",), ("keys", "rotate"), ("keys", "list"), ("config",), ("config", "reference"), ("config", "check"),
     ("sync",), ("sync", "ldap"), ("sync", "history"),
 ]

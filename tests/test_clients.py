@@ -66,6 +66,8 @@ def test_redirect_uri_accepted(uri: str, public: bool) -> None:
     "https://user:pass@app.example/cb",
     "https://app.example@evil.example/cb",
     "http://evil@127.0.0.1:8080/cb",
+    "https://[::1/cb",  # urlsplit cannot read these: refused, never an exception
+    "https://[app.example]/cb",
 ])
 @pytest.mark.parametrize("public", [False, True])
 def test_redirect_uri_refused(uri: str, public: bool) -> None:
@@ -138,6 +140,8 @@ def test_loopback_any_port_for_public_clients() -> None:
     "https://127.0.0.1:53111/cb",
     "http://127.0.0.2:53111/cb",
     "http://[::1]:53111/cb",
+    "http://[::1:53111/cb",  # unreadable for urlsplit: no match, no exception
+    "http://[127.0.0.1]:53111/cb",
 ])
 def test_loopback_port_rule_keeps_everything_else_exact(requested: str) -> None:
     """Only the port may vary: another host, path, query or scheme is refused (security case 3)."""

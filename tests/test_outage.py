@@ -6,6 +6,7 @@ The PostgreSQL tests create their own database, serve requests from it, refuse c
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from starlette.testclient import TestClient
 
 from idp import audit, migrate
 from idp.app import create_app
-from idp.db import CONNECT_TIMEOUT_SECONDS, create_db_engine, unit_of_work
+from idp.db import CONNECT_TIMEOUT_SECONDS, create_db_engine, log_background_failure, unit_of_work
 from idp.models import AuditEvent, Token
 from idp.oauth.keys import ensure_keys
 from idp.services import Services, build_services
@@ -172,3 +173,17 @@ def test_a_database_that_accepts_but_never_answers_fails_the_connection_within_s
         for conn in accepted:
             conn.close()
         silent.close()
+
+
+def test_background_rounds_log_one_line_while_the_database_is_away(caplog: pytest.LogCaptureFixture) -> None:
+    """The back-channel sender, the purger and the directory schedule retry by themselves: during an outage each
+    failed round is one warning line (every round of every process fails alike); anything else keeps its trace."""
+    logger = logging.getLogger("idp.test-background")
+    with caplog.at_level(logging.WARNING, logger="idp.test-background"):
+        log_background_failure(logger, "purging expired rows failed",
+                               OperationalError("SELECT 1", {}, ConnectionRefusedError("refused")))
+        log_background_failure(logger, "purging expired rows failed", ValueError("a bug"))
+    outage, bug = caplog.records
+    assert outage.levelname == "WARNING" and outage.exc_info is None
+    assert "database is unavailable (ConnectionRefusedError)" in outage.getMessage()
+    assert bug.levelname == "ERROR" and bug.exc_info is not None and bug.exc_info[0] is ValueError

@@ -14,14 +14,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from idp import audit
-from idp.accounts.authenticate import Outcome, PasswordCheck, check_password
+from idp.accounts.authenticate import Outcome, PasswordCheck, check_password, verify_ahead
 from idp.accounts.passwords import Passwords
+from idp.accounts.users import find_user
 from idp.app import create_app
 from idp.config import PasswordSettings
 from idp.db import unit_of_work
@@ -98,6 +100,58 @@ def test_attempt_after_free_failures_is_refused_without_checking(services: Servi
     assert result.retry_after == services.settings.throttle.first_delay
     assert counting.checks == free, "a throttled attempt must not check the password"
     assert _reasons(services) == Counter({"wrong_password": free, "throttled": 1})
+
+
+def _ahead(services: Services, username: str, password: str, clock: FakeClock,
+           passwords: Passwords | None = None) -> Any:
+    with unit_of_work(services.sessions) as db:
+        return verify_ahead(db, passwords or services.passwords, services.settings.throttle, username, password,
+                            now=clock(), ip="192.0.2.10")
+
+
+def test_a_verdict_reached_ahead_is_used_once_the_counters_allow_the_attempt(
+        services: Services, clock: FakeClock, counting: CountingPasswords) -> None:
+    """The login page checks the password before its transaction locks the counters (verify_ahead): the sign-in
+    then runs argon2 no second time, and a wrong password is counted as a failure as before."""
+    add_user(services)
+    right = _ahead(services, "erika", PASSWORD, clock, counting)
+    wrong = _ahead(services, "erika", WRONG, clock, counting)
+    assert (right.valid, wrong.valid) == (True, False) and counting.checks == 2
+    with unit_of_work(services.sessions) as db:
+        refused = check_password(db, counting, services.settings.throttle, "erika", WRONG, now=clock(),
+                                 origin=audit.Origin(ip="192.0.2.10"), verdict=wrong)
+        accepted = check_password(db, counting, services.settings.throttle, "erika", PASSWORD, now=clock(),
+                                  origin=audit.Origin(ip="192.0.2.10"), verdict=right)
+    assert (refused.outcome, accepted.outcome) == (Outcome.INVALID, Outcome.OK)
+    assert counting.checks == 2, "the verdicts were used, argon2 did not run again"
+    assert _reasons(services) == Counter({"wrong_password": 1, "success": 1})
+
+
+def test_a_verdict_is_not_used_for_a_password_changed_since(services: Services, clock: FakeClock) -> None:
+    """A verdict belongs to the hash it was checked against: after a password change the old password's
+    verdict does not sign in (argon2 runs again against the new hash)."""
+    add_user(services)
+    verdict = _ahead(services, "erika", PASSWORD, clock)
+    assert verdict.valid
+    with unit_of_work(services.sessions) as db:
+        user = find_user(db, "erika")
+        assert user is not None
+        user.password_hash = services.passwords.hash("a completely different passphrase")
+    with unit_of_work(services.sessions) as db:
+        result = check_password(db, services.passwords, services.settings.throttle, "erika", PASSWORD, now=clock(),
+                                origin=audit.Origin(ip="192.0.2.10"), verdict=verdict)
+    assert result.outcome is Outcome.INVALID
+
+
+def test_no_verdict_ahead_while_a_delay_runs(services: Services, clock: FakeClock,
+                                             counting: CountingPasswords) -> None:
+    """A blocked name costs no argon2 run ahead either; the sign-in is then refused as throttled."""
+    add_user(services)
+    _fail(services, clock, services.settings.throttle.free_attempts_per_account)
+    assert _ahead(services, "erika", PASSWORD, clock, counting) is None
+    assert counting.checks == 0
+    clock.advance(seconds=2)
+    assert _ahead(services, "erika", PASSWORD, clock, counting) is not None
 
 
 def test_throttled_attempts_do_not_extend_the_delay(services: Services, clock: FakeClock) -> None:

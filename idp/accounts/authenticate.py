@@ -32,6 +32,15 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """argon2's answer for a typed password, reached before the sign-in's transaction (``verify_ahead``)."""
+
+    password_hash: str | None
+    """The stored hash it was checked against (None: the dummy, for an unknown or password-less account)."""
+    valid: bool
+
+
+@dataclass(frozen=True)
 class PasswordCheck:
     outcome: Outcome
     user: User | None = None
@@ -61,6 +70,34 @@ def address_key(ip: str) -> str:
     return str(address)
 
 
+def _stored_hash(user: User | None, password: str, directory: DirectorySettings | None) -> str | None:
+    """The hash a typed password is checked against; None where it is checked against the dummy hash."""
+    if user is None or not is_acceptable_input(password):
+        return None
+    if user.source != "local" and directory is not None:
+        return None  # checked by an LDAP bind; the dummy check keeps the timing alike (security case 31)
+    return user.password_hash
+
+
+def verify_ahead(db: Session, passwords: Passwords, settings: ThrottleSettings, username: str, password: str, *,
+                 now: datetime, ip: str | None, directory: DirectorySettings | None = None) -> Verdict | None:
+    """Run the slow argon2 check (about 20 ms) from a read-only session, before ``check_password``'s transaction.
+
+    ``check_password`` locks the attempt counters of the name and the address until its transaction ends (and on
+    SQLite every write transaction holds the database's one write lock). Checked inside it, argon2 made every
+    sign-in from one address (a town hall behind one NAT) wait for the one before, and on SQLite every other
+    write too (bench/README.md). The verdict is only used if the counters then allow the attempt and the stored
+    hash is still the one checked, so the throttling is exactly as strict. None while a delay already runs: a
+    blocked attempt costs no argon2 run.
+    """
+    keys = [limit.key for limit in _limits(settings, username, ip)]
+    if any(row.blocked_until is not None and row.blocked_until > now for row in throttle.counters(db, keys)):
+        return None
+    user = find_user(db, username) if username else None
+    stored = _stored_hash(user, password, directory)
+    return Verdict(stored, passwords.verify(stored, password))
+
+
 def check_password(
     db: Session,
     passwords: Passwords,
@@ -72,8 +109,11 @@ def check_password(
     origin: audit.Origin,
     client_id: str | None = None,
     directory: DirectorySettings | None = None,
+    verdict: Verdict | None = None,
 ) -> PasswordCheck:
-    """Check a sign-in. Accounts owned by a directory source (``directory``) are checked by an LDAP bind."""
+    """Check a sign-in. Accounts owned by a directory source (``directory``) are checked by an LDAP bind.
+
+    ``verdict``: argon2's answer from ``verify_ahead``, used if the account's hash has not changed since."""
     limits = _limits(settings, username, origin.ip)
     policy = throttle.Policy(settings.first_delay, settings.max_delay, settings.forget_after)
     blocked = throttle.reserve_attempt(db, limits, now, policy)
@@ -86,9 +126,12 @@ def check_password(
     user = find_user(db, username) if username else None
     if user is not None and user.source != "local" and directory is not None:
         return _check_directory_password(db, passwords, directory, user, password, limits, now=now, origin=origin,
-                                         client_id=client_id)
-    acceptable = is_acceptable_input(password)
-    valid = passwords.verify(user.password_hash if user and acceptable else None, password)
+                                         client_id=client_id, timing_equalized=verdict is not None)
+    stored = _stored_hash(user, password, directory)
+    if verdict is not None and verdict.password_hash == stored:
+        valid = verdict.valid
+    else:
+        valid = passwords.verify(stored, password)
     if user is None or not valid or not user.is_active:
         if user is None:
             reason = "unknown_user"
@@ -121,6 +164,7 @@ def _check_directory_password(
     now: datetime,
     origin: audit.Origin,
     client_id: str | None,
+    timing_equalized: bool = False,
 ) -> PasswordCheck:
     # Imported here: the directory package builds on idp, and only this path needs it.
     from directory_sync.bind import BindOutcome, is_blank, verify_password
@@ -131,8 +175,10 @@ def _check_directory_password(
         return PasswordCheck(Outcome.INVALID)
 
     # A local check costs one argon2 run; so does this one, so that timing does not tell directory accounts
-    # from local or unknown ones (security case 31). No password of a directory account is ever stored.
-    passwords.verify(None, password)
+    # from local or unknown ones (security case 31); ``verify_ahead`` may have run it already. No password of a
+    # directory account is ever stored.
+    if not timing_equalized:
+        passwords.verify(None, password)
     source = directory.source(user.source)
     link = db.get(DirectoryAccount, user.id)
     if source is None or link is None:

@@ -7,7 +7,12 @@ is checked against a dummy hash, so that it costs the same time as a wrong passw
 
 from __future__ import annotations
 
+import os
+import threading
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -16,6 +21,26 @@ from idp.config import PasswordSettings
 
 MAX_PASSWORD_LENGTH = 1024
 """Longer input is refused before hashing: argon2 would accept it, but it only serves to waste our CPU."""
+
+
+T = TypeVar("T")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _on_argon2_threads(work: Callable[[], T]) -> T:
+    """Run an argon2 computation on a small pool of its own, one thread per core.
+
+    Each argon2id run allocates its memory cost (19 MiB) at once. Run from any of the server's 40 request threads,
+    glibc gives each thread its own heap arena and keeps the freed blocks there, so a worker grew to 400 MB after
+    a morning peak (bench/README.md). A few dedicated threads keep a few arenas; more threads than cores would
+    not verify faster anyway, since argon2 is bound by the CPU (it releases the GIL)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="argon2")
+    return _pool.submit(work).result()
 
 
 class PasswordRejected(ValueError):
@@ -43,7 +68,8 @@ class Passwords:
         self._dummy_hash = self._hasher.hash("not a password: equalises the time of unknown usernames")
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(normalize_password(password))
+        normalized = normalize_password(password)
+        return _on_argon2_threads(lambda: self._hasher.hash(normalized))
 
     def check_new(self, password: str) -> None:
         """Apply the policy for a new password: length only, no composition rules (NIST SP 800-63B)."""
@@ -58,13 +84,14 @@ class Passwords:
     def verify(self, stored_hash: str | None, password: str) -> bool:
         """Check ``password`` against ``stored_hash``; with no hash, burn the same time and say no."""
         if stored_hash is None:
-            try:
-                self._hasher.verify(self._dummy_hash, "\x00")
-            except VerificationError:
-                pass
+            _on_argon2_threads(lambda: self._matches(self._dummy_hash, "\x00"))
             return False
+        normalized = normalize_password(password)
+        return _on_argon2_threads(lambda: self._matches(stored_hash, normalized))
+
+    def _matches(self, stored_hash: str, password: str) -> bool:
         try:
-            return self._hasher.verify(stored_hash, normalize_password(password))
+            return self._hasher.verify(stored_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

@@ -92,3 +92,21 @@ def record_success(db: Session, limits: list[Limit], reset: set[str]) -> None:
         row.failures = 0 if limit.key in reset else max(0, row.failures - 1)
         if row.failures < limit.free_attempts:
             row.blocked_until = None
+
+
+def counters(db: Session, keys: list[str]) -> list[AttemptCounter]:
+    """The stored counters among ``keys`` (a key that never failed has no row)."""
+    return list(db.scalars(select(AttemptCounter).where(AttemptCounter.key.in_(keys)).order_by(AttemptCounter.key)))
+
+
+def clear(db: Session, keys: list[str]) -> int:
+    """Forget the failures of ``keys`` (the service desk's unlock); returns how many counters held any."""
+    cleared = 0
+    for row in counters(db, keys):
+        if row.failures or row.blocked_until is not None:
+            cleared += 1
+        row.failures = 0
+        row.last_failure_at = None
+        row.blocked_until = None
+    db.flush()
+    return cleared

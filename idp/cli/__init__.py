@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
-from idp import audit
+from idp import audit, metrics
 from idp.accounts.users import create_user, grant_role
-from idp.cli import clients, common, users
+from idp.cli import clients, common, registration, roles, users
 from idp.cli.common import CommandError
-from idp.config import ConfigError, load_settings, reference_markdown
+from idp.config import ConfigError, Settings, load_settings, reference_markdown
 from idp.crypto import random_token
 from idp.db import unit_of_work
 from idp.models import SigningKey, User
@@ -63,19 +64,25 @@ def prepare(services: Services, out: Callable[[str], None] = print) -> None:
                            "check [keys] encryption_key (IDP_KEYS_ENCRYPTION_KEY)") from exc
 
 
-def configure_logging() -> None:
-    """Audit events as one JSON line each on stderr; other messages of ours with level and logger name."""
-    audit_handler = logging.StreamHandler(sys.stderr)
-    audit_handler.setFormatter(logging.Formatter("%(message)s"))
-    audit_logger = logging.getLogger("idp.audit")
-    audit_logger.handlers[:] = [audit_handler]
-    audit_logger.setLevel(logging.INFO)
-    audit_logger.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    app_logger = logging.getLogger("idp")
-    app_logger.handlers[:] = [handler]
-    app_logger.setLevel(logging.INFO)
+def configure_logging(settings: Settings | None = None) -> None:
+    """Every log line (ours, audit events, uvicorn's access log) to stderr, as JSON or text (``[logging]``),
+    each carrying its request id; see ``idp.logs``."""
+    from idp import logs
+
+    logs.configure(settings)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM as uvicorn raises it again after its graceful shutdown (requests in flight answered or, after
+    ``shutdown_timeout``, given up; background tasks stopped): end now, as SIGTERM's default action would, but
+    with status 0, and without waiting for a worker thread still blocked in a given-up request (its database
+    transaction is rolled back when the connection closes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -85,27 +92,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {"host": args.host, "port": args.port, "workers": args.workers}
     settings = load_settings(overrides={"server": overrides})
-    configure_logging()
+    configure_logging(settings)
     services = build_services(settings)
     prepare(services)
     host, port, workers = settings.server.host, settings.server.port, settings.server.workers
     print(f"Serving {settings.issuer} on http://{host}:{port} with {workers} worker(s)", flush=True)
-    # uvicorn applies X-Forwarded-For/-Proto only from these peers; idp.web.origin checks the same list again.
-    proxy: dict[str, Any] = {"proxy_headers": bool(settings.server.trusted_proxies),
-                             "forwarded_allow_ips": ",".join(settings.server.trusted_proxies) or None}
-    if workers == 1:
-        uvicorn.run(create_app(services=services), host=host, port=port, log_level="info", server_header=False,
-                    **proxy)
+    # X-Forwarded-For/-Proto are applied by the app (idp.app), only from [server] trusted_proxies: uvicorn's own
+    # handling would hide the connecting peer from the request id middleware. log_config=None: idp.logs owns
+    # uvicorn's loggers. On SIGTERM uvicorn stops accepting, lets requests in flight finish (at most
+    # shutdown_timeout), then runs the lifespan shutdown (back-channel sender, directory scheduler, purger).
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": settings.logging.level,
+                               "log_config": None, "server_header": False, "proxy_headers": False,
+                               "timeout_graceful_shutdown": int(settings.server.shutdown_timeout.total_seconds())}
+    multiproc_dir = metrics.prepare_multiprocess(settings) if workers > 1 and settings.metrics.enabled else None
+    stop_listener = None
+    if settings.metrics.enabled and settings.metrics.port is not None:
+        stop_listener = metrics.start_listener(settings.metrics.port)
+    try:
+        if workers == 1:
+            # uvicorn raises the SIGTERM it stopped on again once the requests in flight are done; that was the
+            # stop asked for, so end with status 0 (as the parent of several workers does).
+            signal.signal(signal.SIGTERM, _stopped)
+            uvicorn.run(create_app(services=services), **options)
+            return 0
+        # Each worker is a new process that builds the app from the environment: pass on what the command line
+        # changed, so that the workers (and an issuer derived from host and port) agree with this process.
+        for name, value in overrides.items():
+            if value is not None:
+                os.environ[f"IDP_SERVER_{name.upper()}"] = str(value)
+        services.engine.dispose()  # the workers open their own connections
+        # uvicorn kills a worker that does not answer its supervisor's ping within 5 s; a worker still importing
+        # and compiling templates on a busy machine needs longer, and killing it only restarts the same work.
+        uvicorn.run("idp.app:app_from_environment", factory=True, workers=workers,
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS, **options)
         return 0
-    # Each worker is a new process that builds the app from the environment: pass on what the command line
-    # changed, so that the workers (and an issuer derived from host and port) agree with this process.
-    for name, value in overrides.items():
-        if value is not None:
-            os.environ[f"IDP_SERVER_{name.upper()}"] = str(value)
-    services.engine.dispose()  # the workers open their own connections
-    uvicorn.run("idp.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
-                log_level="info", server_header=False, **proxy)
-    return 0
+    finally:
+        if stop_listener is not None:
+            stop_listener()
+        if multiproc_dir is not None:
+            metrics.remove_multiprocess(multiproc_dir)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -220,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.set_defaults(func=cmd_db_purge)
 
     users.register(sub)
-    clients.register(sub)
+    roles.register(sub)
+    registration.register(clients.register(sub))
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("rotate", help="publish new signing keys and sign with them").set_defaults(func=cmd_keys_rotate)

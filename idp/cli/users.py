@@ -1,4 +1,6 @@
-"""``idp users``: create, list and look at accounts; the service desk's reset of second factors."""
+"""``idp users``: create, list and look at accounts; the service desk's reset of second factors, disable,
+enable and unlock (the same functions as the console's ``/admin/users``, audited alike with the CLI as
+origin)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ from typing import Any
 from sqlalchemy import select
 
 from idp import audit
+from idp.accounts import users as accounts
 from idp.accounts.passwords import PasswordRejected
 from idp.accounts.users import UserError, create_user
+from idp.admin.role_grants import leaves_an_admin
+from idp.admin.roles import ADMIN
 from idp.cli import common
 from idp.cli.common import CommandError
 from idp.db import unit_of_work
@@ -119,6 +124,54 @@ def cmd_users_reset_mfa(args: argparse.Namespace) -> int:
     return 0
 
 
+def _account_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``disable``, ``enable`` or ``unlock`` one account; the result as JSON-ready data."""
+    services = common.services()
+    now = services.now()
+    with unit_of_work(services.sessions) as db:
+        user = common.user_or_fail(db, args.username)
+        result: dict[str, Any] = {"username": user.username}
+        try:
+            if args.users_command == "disable":
+                if ADMIN in accounts.roles_of(db, user) and not leaves_an_admin(db, user):
+                    raise CommandError(f"{user.username} is the last enabled administrator; grant 'admin' to "
+                                       "someone else first")
+                done = accounts.disable_user(db, services, user, now=now)
+                result.update(active=False, sessions_ended=done.sessions, tokens_revoked=done.tokens)
+            elif args.users_command == "enable":
+                accounts.enable_user(db, user, now=now)
+                result.update(active=True)
+            else:
+                result.update(counters_cleared=accounts.unlock_user(db, user, now=now))
+        except UserError as exc:
+            raise CommandError(str(exc)) from exc
+    return result
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    """Disable an account: no sign-in; its sessions end, its tokens are revoked (back-channel logout is queued
+    and sent by the running server)."""
+    result = _account_command(args)
+    print(json.dumps(result) if args.json else
+          f"disabled {result['username']}: {result['sessions_ended']} sessions ended, "
+          f"{result['tokens_revoked']} further tokens revoked")
+    return 0
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    result = _account_command(args)
+    print(json.dumps(result) if args.json else f"enabled {result['username']}")
+    return 0
+
+
+def cmd_users_unlock(args: argparse.Namespace) -> int:
+    """Forget the account's failed password and second-factor attempts, so that it can sign in at once."""
+    result = _account_command(args)
+    print(json.dumps(result) if args.json else
+          f"unlocked {result['username']} ({result['counters_cleared']} counters held failures)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The ``idp users`` subcommands."""
     users = sub.add_parser("users", help="user accounts").add_subparsers(dest="users_command", required=True)
@@ -142,3 +195,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     reset.add_argument("username")
     reset.add_argument("--json", action="store_true", help="print the result as JSON")
     reset.set_defaults(func=cmd_users_reset_mfa)
+    for name, func, text in (
+        ("disable", cmd_users_disable, "disable an account: no sign-in, sessions ended, tokens revoked"),
+        ("enable", cmd_users_enable, "enable a disabled account (one its directory disabled is enabled there)"),
+        ("unlock", cmd_users_unlock, "forget the account's failed sign-in attempts (password and second factor)"),
+    ):
+        command = users.add_parser(name, help=text, description=text)
+        command.add_argument("username")
+        command.add_argument("--json", action="store_true", help="print the result as JSON")
+        command.set_defaults(func=func)

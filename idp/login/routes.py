@@ -21,14 +21,16 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from idp import audit
 from idp.accounts import sessions
-from idp.accounts.authenticate import Outcome, check_password
+from idp.accounts.authenticate import Outcome, Verdict, check_password, verify_ahead
 from idp.crypto import random_token
+from idp.db import read_only
 from idp.factors import trusted_devices
 from idp.factors.policy import Requirement
 from idp.login import mfa
@@ -243,7 +245,7 @@ async def login_submit(request: Request) -> Response:
     username = form.get("username", "")
     password = form.get("password", "")
 
-    def work(scope: RequestScope) -> Response:
+    def acceptable(scope: RequestScope) -> LoginTransaction | Response:
         tx = load_transaction(ctx, scope, request, tx_id)
         if tx is None:
             return expired_page(ctx)
@@ -251,10 +253,28 @@ async def login_submit(request: Request) -> Response:
             return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
         if len(username) > 255 or len(password) > 1024:
             return _login_page(ctx, scope, tx, error=N_("Username or password is incorrect."), status=400)
+        return tx
+
+    def verify_first() -> Verdict | None:
+        # argon2 outside the transaction that locks the attempt counters (see verify_ahead), and only for a form
+        # that the transaction would accept: a forged or stale POST costs no argon2 run.
+        with read_only(ctx.services.sessions) as db:
+            scope = RequestScope(db=db, now=ctx.services.now(), origin=origin)
+            if isinstance(acceptable(scope), Response):
+                return None
+            return verify_ahead(db, ctx.services.passwords, ctx.services.settings.throttle, username, password,
+                                now=scope.now, ip=origin.ip, directory=ctx.services.settings.directory)
+
+    verdict = await run_in_threadpool(verify_first)
+
+    def work(scope: RequestScope) -> Response:
+        tx = acceptable(scope)
+        if isinstance(tx, Response):
+            return tx
         client_id = client_pub_id(scope, tx)
         result = check_password(scope.db, ctx.services.passwords, ctx.services.settings.throttle, username, password,
                                 now=scope.now, origin=origin, client_id=client_id,
-                                directory=ctx.services.settings.directory)
+                                directory=ctx.services.settings.directory, verdict=verdict)
         if result.outcome is Outcome.UNAVAILABLE:
             # Not the person's fault and not counted as a failure: say so plainly (security case 53).
             return _login_page(ctx, scope, tx, username=username, status=503,

@@ -139,10 +139,11 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
 
 
 def client_secret_basic(query_client: Any, request: Any) -> OAuthClient | None:
-    """authlib's ``client_secret_basic``, except that credentials which do not decode as UTF-8 fail the
-    authentication (401 ``invalid_client``) instead of raising ``UnicodeDecodeError`` (a 500)."""
+    """authlib's ``client_secret_basic``, except that credentials which do not decode as UTF-8, and a header
+    ``Basic `` with no credentials after it, fail the authentication (401 ``invalid_client``) instead of
+    raising ``UnicodeDecodeError`` or ``ValueError`` (authlib unpacks the header's split in two) as a 500."""
     try:
         client: OAuthClient | None = authenticate_client_secret_basic(query_client, request)
-    except UnicodeDecodeError:
+    except ValueError:  # UnicodeDecodeError is one too
         return None
     return client

@@ -47,11 +47,23 @@ def _is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def split_url(url: str) -> SplitResult | None:
+    """``urlsplit``, or None for what it cannot read (``https://[::1``, a bracketed host that is no address)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
+_UNREADABLE = SplitResult("", "", "", "", "")
+"""Stands for a URL ``split_url`` could not read: no scheme, no host, so every check below refuses it."""
+
+
 def validate_redirect_uri(uri: str, *, public: bool) -> None:
     """Registration rules: absolute, no fragment, no wildcard; https, loopback http, or (public) a custom scheme."""
     if not uri or len(uri) > 2000 or any(ch.isspace() for ch in uri):
         raise ClientError(f"redirect URI {uri!r} is empty, too long or contains white space", "invalid_redirect_uri")
-    parts = urlsplit(uri)
+    parts = split_url(uri) or _UNREADABLE
     if not parts.scheme:
         raise ClientError(f"redirect URI {uri!r} is not absolute", "invalid_redirect_uri")
     if "#" in uri:
@@ -98,7 +110,7 @@ def redirect_uri_matches(registered: list[str], requested: str, *, public: bool)
     if not public:
         return False
     # RFC 8252 7.3: loopback redirects of native apps may use any port; everything else must match exactly.
-    req = urlsplit(requested)
+    req = split_url(requested) or _UNREADABLE
     if req.scheme != "http" or not _is_loopback_host(req.hostname):
         return False
     if not _LOOPBACK_NETLOC.fullmatch(req.netloc) or not _valid_port(req):
@@ -106,7 +118,7 @@ def redirect_uri_matches(registered: list[str], requested: str, *, public: bool)
         # "another port".
         return False
     for uri in registered:
-        reg = urlsplit(uri)
+        reg = split_url(uri) or _UNREADABLE
         if reg.scheme == "http" and _is_loopback_host(reg.hostname) and reg.hostname == req.hostname:
             if (reg.path, reg.query, reg.fragment) == (req.path, req.query, req.fragment):
                 return True
@@ -137,6 +149,12 @@ class NewClient:
     """False: a trusted browser never replaces the second factor for this client; None: the policy decides."""
     theme: str | None = None
     """The theme of this client's sign-in pages (a folder under themes/); None: the configured one."""
+    logo_uri: str | None = None
+    """An https URL of the application's logo, shown on the sign-in page."""
+    access_token_lifetime: int | None = None
+    """Seconds; None: the configured ``[tokens] access_token_lifetime``."""
+    refresh_token_lifetime: int | None = None
+    """Seconds; None: the configured ``[tokens] refresh_token_lifetime``."""
 
 
 def _check_mfa_methods(methods: list[str] | None) -> None:
@@ -157,6 +175,19 @@ def _check(new: NewClient) -> str:
         raise ClientError("public clients authenticate with 'none', confidential clients never do")
     if method == "private_key_jwt" and not (new.jwks or new.jwks_uri):
         raise ClientError("private_key_jwt needs jwks or jwks_uri")
+    if new.jwks and new.jwks_uri:
+        raise ClientError("jwks and jwks_uri must not both be given (RFC 7591, 2)")
+    if new.jwks is not None and not (isinstance(new.jwks, dict) and isinstance(new.jwks.get("keys"), list)
+                                     and all(isinstance(key, dict) for key in new.jwks["keys"])):
+        raise ClientError("jwks must be a JWK set: an object with a list of keys")
+    if new.jwks_uri:
+        keys_at = split_url(new.jwks_uri) or _UNREADABLE
+        if keys_at.scheme not in {"https", "http"} or not keys_at.hostname or "@" in keys_at.netloc:
+            raise ClientError("jwks_uri must be an absolute https URL")
+        if keys_at.scheme == "http" and not _is_loopback_host(keys_at.hostname):
+            # As for back-channel logout: plain http only to a service on this machine (RFC 7591 registration,
+            # open to app owners, refuses loopback and private addresses altogether: idp.oauth.client_metadata).
+            raise ClientError("jwks_uri must use https (http only for loopback)")
     for grant in new.grant_types:
         if grant not in SUPPORTED_GRANT_TYPES:
             raise ClientError(f"unsupported grant type {grant!r}")
@@ -169,7 +200,7 @@ def _check(new: NewClient) -> str:
     for uri in new.post_logout_redirect_uris:
         validate_redirect_uri(uri, public=new.public)
     if new.backchannel_logout_uri:
-        parts = urlsplit(new.backchannel_logout_uri)
+        parts = split_url(new.backchannel_logout_uri) or _UNREADABLE
         if parts.scheme not in {"https", "http"} or not parts.hostname or parts.fragment:
             raise ClientError("backchannel_logout_uri must be an absolute http(s) URL without fragment")
         if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
@@ -180,7 +211,27 @@ def _check(new: NewClient) -> str:
     if new.id_token_signed_response_alg not in SUPPORTED_ID_TOKEN_ALGS:
         raise ClientError(f"id_token_signed_response_alg must be one of {', '.join(SUPPORTED_ID_TOKEN_ALGS)}")
     _check_mfa_methods(new.mfa_methods)
+    if new.logo_uri:
+        logo = split_url(new.logo_uri) or _UNREADABLE
+        if (logo.scheme != "https" or not logo.hostname or "@" in logo.netloc or len(new.logo_uri) > 2000
+                or any(ch.isspace() for ch in new.logo_uri)):
+            raise ClientError("logo_uri must be an absolute https URL")
+    _check_lifetime("access_token_lifetime", new.access_token_lifetime, ACCESS_TOKEN_LIFETIME_RANGE)
+    _check_lifetime("refresh_token_lifetime", new.refresh_token_lifetime, REFRESH_TOKEN_LIFETIME_RANGE)
     return method
+
+
+ACCESS_TOKEN_LIFETIME_RANGE = (60, 24 * 3600)
+"""Seconds a client's own access token lifetime may have: a minute to a day (a bearer token cannot be recalled)."""
+REFRESH_TOKEN_LIFETIME_RANGE = (300, 366 * 24 * 3600)
+"""Seconds a client's own refresh token lifetime may have: five minutes to a year."""
+
+
+def _check_lifetime(name: str, value: int | None, bounds: tuple[int, int]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        raise ClientError(f"{name} must be between {bounds[0]} and {bounds[1]} seconds")
 
 
 def new_client_secret() -> str:
@@ -196,34 +247,75 @@ def new_client_id() -> str:
             return value
 
 
+SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
+
+
+def _metadata(new: NewClient) -> dict[str, Any]:
+    """The registered metadata of ``new`` as column values, checked and normalized (never a secret)."""
+    method = _check(new)
+    return {
+        "name": new.name.strip(),
+        "token_endpoint_auth_method": method,
+        "redirect_uris": list(new.redirect_uris),
+        "post_logout_redirect_uris": list(new.post_logout_redirect_uris),
+        "backchannel_logout_uri": new.backchannel_logout_uri or None,
+        "grant_types": list(dict.fromkeys(new.grant_types)),
+        "response_types": ["code"] if "authorization_code" in new.grant_types else [],
+        "scope": " ".join(dict.fromkeys(scope_to_list(new.scope) or [])),
+        "trusted": bool(new.trusted),
+        "id_token_signed_response_alg": new.id_token_signed_response_alg,
+        # Keys for private_key_jwt only: a client that leaves that method keeps no stale keys around.
+        "jwks": new.jwks if method == "private_key_jwt" else None,
+        "jwks_uri": (new.jwks_uri or None) if method == "private_key_jwt" else None,
+        "require_mfa": True if new.require_mfa else None,
+        "mfa_methods": list(dict.fromkeys(new.mfa_methods)) if new.mfa_methods is not None else None,
+        "allow_trusted_device": False if new.allow_trusted_device is False else None,
+        "theme": _check_theme(new.theme),
+        "logo_uri": new.logo_uri or None,
+        "access_token_lifetime": new.access_token_lifetime,
+        "refresh_token_lifetime": new.refresh_token_lifetime,
+    }
+
+
 def create_client(db: Session, hasher: KeyedHasher, new: NewClient) -> tuple[Client, str | None]:
     """Register a client; returns the row and, for confidential clients, the secret (shown once)."""
-    method = _check(new)
-    secret = new_client_secret() if method in {"client_secret_basic", "client_secret_post"} else None
-    response_types = ["code"] if "authorization_code" in new.grant_types else []
-    row = Client(
-        client_id=new_client_id(),
-        name=new.name.strip(),
-        secret_hash=hasher.hash(secret) if secret else None,
-        token_endpoint_auth_method=method,
-        redirect_uris=list(new.redirect_uris),
-        post_logout_redirect_uris=list(new.post_logout_redirect_uris),
-        backchannel_logout_uri=new.backchannel_logout_uri,
-        grant_types=list(dict.fromkeys(new.grant_types)),
-        response_types=response_types,
-        scope=" ".join(dict.fromkeys(scope_to_list(new.scope) or [])),
-        trusted=new.trusted,
-        id_token_signed_response_alg=new.id_token_signed_response_alg,
-        jwks=new.jwks,
-        jwks_uri=new.jwks_uri,
-        require_mfa=True if new.require_mfa else None,
-        mfa_methods=list(dict.fromkeys(new.mfa_methods)) if new.mfa_methods is not None else None,
-        allow_trusted_device=False if new.allow_trusted_device is False else None,
-        theme=_check_theme(new.theme),
-    )
+    values = _metadata(new)
+    secret = new_client_secret() if values["token_endpoint_auth_method"] in SECRET_AUTH_METHODS else None
+    row = Client(client_id=new_client_id(), secret_hash=hasher.hash(secret) if secret else None, **values)
     db.add(row)
     db.flush()
     return row, secret
+
+
+def update_client(db: Session, hasher: KeyedHasher, row: Client,
+                  new: NewClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Replace a client's registered metadata with ``new`` (checked exactly like ``create_client``); returns
+    (before, after) of the fields that changed, for the audit trail (never a secret).
+
+    The secret follows the authentication method: a client that leaves ``client_secret_*`` loses its secret
+    (and any previous one in a grace period); a client that comes to ``client_secret_*`` without a secret has
+    none until ``rotate_secret`` gives it one (``needs_secret`` tells the caller), so no secret is made here
+    that nobody would see. Owners, status and the registration access token are not metadata and stay."""
+    values = _metadata(new)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, value in values.items():
+        old = getattr(row, key)
+        if old != value:
+            before[key], after[key] = old, value
+            setattr(row, key, value)
+    if values["token_endpoint_auth_method"] not in SECRET_AUTH_METHODS:
+        row.secret_hash = None
+        row.secret_expires_at = None
+        row.previous_secret_hash = None
+        row.previous_secret_expires_at = None
+    db.flush()
+    return before, after
+
+
+def needs_secret(row: Client) -> bool:
+    """A client that authenticates with a secret but has none (after ``update_client`` changed its method)."""
+    return row.token_endpoint_auth_method in SECRET_AUTH_METHODS and row.secret_hash is None
 
 
 POLICY_FIELDS = ("trusted", "require_mfa", "mfa_methods", "allow_trusted_device", "theme")
@@ -322,9 +414,14 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         return redirect_uri_matches(self.row.redirect_uris, redirect_uri, public=self.row.is_public)
 
     def check_client_secret(self, client_secret: str) -> bool:
-        if self.row.secret_expires_at is not None and self.row.secret_expires_at <= self._now:
-            return False
-        return self._hasher.matches(client_secret, self.row.secret_hash)
+        row = self.row
+        if row.secret_expires_at is None or row.secret_expires_at > self._now:
+            if self._hasher.matches(client_secret, row.secret_hash):
+                return True
+        # After a rotation with a grace period the old secret still works until the grace ends.
+        return (row.previous_secret_hash is not None and row.previous_secret_expires_at is not None
+                and row.previous_secret_expires_at > self._now
+                and self._hasher.matches(client_secret, row.previous_secret_hash))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method == self.row.token_endpoint_auth_method

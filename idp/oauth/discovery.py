@@ -36,6 +36,7 @@ def provider_metadata(settings: Settings) -> dict[str, Any]:
         "end_session_endpoint": f"{issuer}/logout",
         "introspection_endpoint": f"{issuer}/introspect",
         "revocation_endpoint": f"{issuer}/revoke",
+        "registration_endpoint": f"{issuer}/register",
         "scopes_supported": list(SUPPORTED_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from idp import metrics
+from idp.oauth import registration
 from idp.oauth.requests import Request as OAuthRequest
 from idp.oauth.requests import RequestScope
 from idp.web.context import AppContext, MalformedRequest, context_of, query_pairs, read_form
@@ -62,7 +64,9 @@ async def _form_endpoint(request: Request, path: str, call: str) -> Response:
 
 
 async def token(request: Request) -> Response:
-    return await _form_endpoint(request, "/token", "token")
+    response = await _form_endpoint(request, "/token", "token")
+    metrics.count_token_response(response)
+    return response
 
 
 async def introspect(request: Request) -> Response:
@@ -73,6 +77,13 @@ async def revoke(request: Request) -> Response:
     return await _form_endpoint(request, "/revoke", "revocation")
 
 
+def _bearer_invalid_request(description: str) -> Response:
+    # RFC 6750 3: a refused protected resource request carries the Bearer challenge, with the error in it.
+    response = oauth_error(400, "invalid_request", description)
+    response.headers["www-authenticate"] = f'Bearer error="invalid_request", error_description="{description}"'
+    return response
+
+
 async def userinfo(request: Request) -> Response:
     """GET and POST /userinfo with a Bearer token in the Authorization header (OIDC Core 5.3.1)."""
     ctx = context_of(request)
@@ -80,9 +91,9 @@ async def userinfo(request: Request) -> Response:
         query = query_pairs(request)
         form = await read_form(request, required=False) if request.method == "POST" else []
     except MalformedRequest as exc:
-        return oauth_error(400, "invalid_request", str(exc))
+        return _bearer_invalid_request(str(exc))
     if any(key == "access_token" for key, _ in [*query, *form]):
-        return oauth_error(400, "invalid_request", "send the access token in the Authorization header")
+        return _bearer_invalid_request("send the access token in the Authorization header")
 
     def work(scope: RequestScope) -> Response:
         oreq = OAuthRequest(request.method, f"{ctx.services.settings.issuer}/userinfo", request.headers,
@@ -118,4 +129,5 @@ routes = [
     Route("/userinfo", userinfo, methods=["GET", "POST"]),
     Route("/introspect", introspect, methods=["POST"]),
     Route("/revoke", revoke, methods=["POST"]),
+    *registration.routes,
 ]

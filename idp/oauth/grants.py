@@ -180,10 +180,7 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if token is None or not token.check_client(client):
             return None
         if token.row.rotated_at is not None:
-            revoked = revoke_family(scope.db, token.row.family_id, "refresh_reuse", scope.now)
-            audit.record(scope.db, "token.refresh_reuse", outcome="failure", origin=scope.origin,
-                         subject=token.row.user.sub if token.row.user else None, client_id=client.client_id,
-                         revoked_tokens=revoked)
+            self._reused(token, client)
             return None
         if token.is_expired() or token.is_revoked():
             return None
@@ -192,9 +189,20 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             # Checked before the token is used up, so that a client asking too much keeps its token.
             raise InvalidScopeError()
         if not rotate_refresh_token(scope.db, token.row, scope.now):
-            revoke_family(scope.db, token.row.family_id, "refresh_reuse", scope.now)
+            # Another request (perhaps at another server process) rotated it a moment ago: a reuse as well.
+            self._reused(token, client)
             return None
         return token
+
+    @staticmethod
+    def _reused(token: Any, client: OAuthClient) -> None:
+        """A rotated refresh token came back (RFC 9700 4.14.2): revoke its whole family and record it."""
+        scope = current_scope()
+        revoked = revoke_family(scope.db, token.row.family_id, "refresh_reuse", scope.now)
+        user = token.row.user
+        audit.record(scope.db, "token.refresh_reuse", outcome="failure", origin=scope.origin,
+                     actor=user.sub if user else None, subject=user.username if user else None,
+                     client_id=client.client_id, revoked_tokens=revoked)
 
     def authenticate_user(self, refresh_token: Any) -> User | None:
         user = refresh_token.get_user()

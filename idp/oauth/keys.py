@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.crypto import Sealer
@@ -69,8 +69,18 @@ def create_key(db: Session, sealer: Sealer, alg: str, rsa_bits: int, now: dateti
     return row
 
 
+PREPARE_LOCK = 0x6964702D6B657973
+"""PostgreSQL advisory lock held by a transaction that creates the first keys ("idp-keys")."""
+
+
 def ensure_keys(db: Session, sealer: Sealer, rsa_bits: int, now: datetime) -> list[SigningKey]:
     """Create a signing key for each algorithm that has none yet (first start)."""
+    if db.get_bind().dialect.name == "postgresql":
+        # Servers starting together on a fresh database take turns until the first commits (the lock lasts to
+        # the end of the transaction, so the first administrator that ``idp.cli.prepare`` creates after the
+        # keys is made once too); otherwise each would see no key and make its own set. SQLite: BEGIN
+        # IMMEDIATE serialises writers already.
+        db.execute(select(func.pg_advisory_xact_lock(PREPARE_LOCK)))
     created = []
     for alg in SUPPORTED_ALGORITHMS:
         active = db.scalar(select(SigningKey).where(SigningKey.alg == alg, SigningKey.retired_at.is_(None)).limit(1))

@@ -21,10 +21,10 @@ from joserfc import jwt
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from idp import audit
+from idp import audit, metrics
 from idp.accounts.sessions import mark_ended
 from idp.crypto import random_token
-from idp.db import rowcount, unit_of_work
+from idp.db import log_background_failure, rowcount, unit_of_work
 from idp.models import BackchannelDelivery, Client, SessionClient, SsoSession
 from idp.oauth.tokens import revoke_session_tokens
 
@@ -123,10 +123,12 @@ def record_result(db: Session, delivery_id: int, error: str | None, now: datetim
     row.leased_until = None
     if error is None:
         row.delivered_at = now
+        metrics.count_after_commit(db, metrics.BACKCHANNEL_DELIVERIES.labels("delivered").inc)
         return
     row.last_error = error[:255]
     if row.attempts >= max_attempts:
         row.failed_at = now
+        metrics.count_after_commit(db, metrics.BACKCHANNEL_DELIVERIES.labels("failed").inc)
         # The audit trail names clients by their public client_id, as every other event does.
         client = db.get(Client, row.client_id)
         audit.record(db, "logout.backchannel_failed", outcome="failure",
@@ -134,6 +136,7 @@ def record_result(db: Session, delivery_id: int, error: str | None, now: datetim
                      at=now)
     else:
         row.next_attempt_at = now + _backoff(row.attempts)
+        metrics.count_after_commit(db, metrics.BACKCHANNEL_DELIVERIES.labels("retry").inc)
 
 
 class BackchannelSender:
@@ -172,8 +175,8 @@ class BackchannelSender:
             while True:
                 try:
                     await self.deliver_due(http)
-                except Exception:  # a broken database must not kill the sender; it tries again later
-                    log.exception("back-channel logout delivery round failed")
+                except Exception as exc:  # a broken database must not kill the sender; it tries again later
+                    log_background_failure(log, "back-channel logout delivery round failed", exc)
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=self._poll)
                 except TimeoutError:

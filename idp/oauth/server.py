@@ -76,11 +76,15 @@ class Server(AuthorizationServer):  # type: ignore[misc]
     def authenticate_client(self, request: Any, methods: list[str], endpoint: str = "token") -> OAuthClient:
         try:
             client: OAuthClient = super().authenticate_client(request, methods, endpoint)
-        except InvalidClientError:
+        except InvalidClientError as error:
             scope = current_scope()
             claimed = request.payload.client_id if isinstance(request.payload.client_id, str) else None
             audit.record(scope.db, "client.authentication_failed", outcome="failure", origin=scope.origin,
                          client_id=(claimed or None) and claimed[:64], endpoint=endpoint, at=scope.now)
+            if request.headers.get("Authorization"):
+                # RFC 6749 5.2: a client that tried the Authorization header gets 401 and WWW-Authenticate, also
+                # where authlib's "none" method refused an unknown client_id in the body first (with its 400).
+                error.status_code = 401
             raise
         return client
 
@@ -118,8 +122,7 @@ class Server(AuthorizationServer):  # type: ignore[misc]
             context = tokens.TokenContext(random_token(16), None, None, None, [], None)
         row = tokens.store_token(
             scope.db, self.services.hasher, token, client=client.row, user=request.user, grant_type=grant_type,
-            context=context, now=scope.now, refresh_lifetime=settings.refresh_token_lifetime,
-            offline_lifetime=settings.offline_token_lifetime,
+            context=context, now=scope.now, **tokens.refresh_lifetimes(client.row, settings),
         )
         if request.refresh_token is not None and row.refresh_hash is not None:
             # A rotated refresh token keeps the absolute expiry of its family (OWASP ASVS 10.4.8).

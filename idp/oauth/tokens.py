@@ -20,6 +20,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp.config import TokenSettings
 from idp.crypto import KeyedHasher, random_token
 from idp.db import rowcount
 from idp.models import Client, SsoSession, Token, User
@@ -84,7 +85,8 @@ class TokenIssuer:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         now = int(self._clock().timestamp())
-        lifetime = expires_in or int(self._lifetime.total_seconds())
+        # A client's own lifetime (set in the console or with ``idp clients update``) before the configured one.
+        lifetime = expires_in or client.row.access_token_lifetime or int(self._lifetime.total_seconds())
         claims = {
             "iss": self._issuer,
             "sub": user.sub if user is not None else client.client_id,
@@ -112,6 +114,15 @@ def jwt_claims_unverified(token: str) -> dict[str, Any]:
     """The payload of a JWT we just made ourselves (no verification: we hold the only copy)."""
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+def refresh_lifetimes(client: Client, settings: TokenSettings) -> dict[str, timedelta]:
+    """The refresh lifetimes for ``store_token``: a client's own ``refresh_token_lifetime`` replaces both the
+    configured refresh and offline lifetimes for that client (an absolute bound on its refresh token families)."""
+    if client.refresh_token_lifetime:
+        own = timedelta(seconds=client.refresh_token_lifetime)
+        return {"refresh_lifetime": own, "offline_lifetime": own}
+    return {"refresh_lifetime": settings.refresh_token_lifetime, "offline_lifetime": settings.offline_token_lifetime}
 
 
 def store_token(

@@ -11,6 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from idp.web.i18n import N_
+
 log = logging.getLogger("idp.web")
 
 CSP = (
@@ -61,11 +63,11 @@ class SecurityMiddleware:
         if "\x00" in scope.get("path", ""):
             # No route takes a NUL (decoded from %00), and PostgreSQL cannot store one in text: refuse it here,
             # before it reaches a query as a path parameter and fails there as a 500.
-            await _plain_error(send_with_headers, 400, "the path contains a NUL character")
+            await _refuse(scope, receive, send_with_headers, 400, "the path contains a NUL character")
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_size:
-            await _plain_error(send_with_headers, 413, "request body too large")
+            await _refuse(scope, receive, send_with_headers, 413, "request body too large")
             return
         received = 0
 
@@ -82,7 +84,7 @@ class SecurityMiddleware:
             await self.app(scope, bounded_receive, send_with_headers)
         except BodyTooLarge:
             if not started:
-                await _plain_error(send_with_headers, 413, "request body too large")
+                await _refuse(scope, receive, send_with_headers, 413, "request body too large")
         except Exception:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not started:
@@ -97,6 +99,23 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+REFUSAL_PAGES = {
+    400: (N_("Page not found"), N_("The address you opened does not exist.")),
+    413: (N_("The form could not be read"), N_("Please reload the page and try again.")),
+}
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Any, status: int, description: str) -> None:
+    """A refusal before any route ran: the theme's error page for a browser (it accepts HTML), else JSON."""
+    accept = dict(scope.get("headers", [])).get(b"accept", b"")
+    ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+    if b"text/html" in accept and ctx is not None:
+        title, message = REFUSAL_PAGES[status]
+        await ctx.pages.error(status, title, message)(scope, receive, send)
+        return
+    await _plain_error(send, status, description)
 
 
 async def _plain_error(send: Any, status: int, description: str) -> None:

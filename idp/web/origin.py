@@ -37,4 +37,7 @@ def client_ip(request: HTTPConnection, trusted: tuple[str, ...]) -> str | None:
 
 
 def origin_of(request: HTTPConnection, trusted: tuple[str, ...]) -> Origin:
-    return Origin(ip=client_ip(request, trusted), user_agent=request.headers.get("user-agent", "")[:512] or None)
+    # The User-Agent is stored (sessions, audit trail): no NUL, which PostgreSQL refuses in text (a 500 at
+    # sign-in), and no other control character.
+    agent = "".join(ch for ch in request.headers.get("user-agent", "")[:512] if ch.isprintable())
+    return Origin(ip=client_ip(request, trusted), user_agent=agent or None)

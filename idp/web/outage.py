@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.responses import Response
 
+from idp.db import UNAVAILABLE_ERRORS
 from idp.web.context import context_of
 from idp.web.i18n import N_
 
@@ -26,13 +26,7 @@ log = logging.getLogger("idp.web")
 
 RETRY_AFTER_SECONDS = 5
 
-OUTAGE_ERRORS: tuple[type[Exception], ...] = (
-    sa_exc.OperationalError,  # connection refused or lost, server shutting down, lock or statement timeouts
-    sa_exc.InterfaceError,  # the DBAPI connection was already closed
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,  # no pooled connection became free in time
-)
-"""Errors that say "the database is not there right now", not "this request is wrong"."""
+OUTAGE_ERRORS = UNAVAILABLE_ERRORS
 
 API_PATHS = ("/token", "/userinfo", "/introspect", "/revoke", "/jwks", "/.well-known/", "/healthz", "/readyz")
 JSON_SUFFIXES = ("/options", "/verify")
