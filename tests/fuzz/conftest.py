@@ -2,7 +2,7 @@
 
 - ``derandomize=True``: the examples are derived from each test's name, so CI runs the same inputs every time
   and a failure seen once is seen again; ``database=None``: no ``.hypothesis/`` example database in the checkout.
-- ``max_examples``: 50 per property unless ``IDP_FUZZ_EXAMPLES`` says otherwise (e.g. 1000 for a long local run).
+- ``max_examples``: 100 per property unless ``IDP_FUZZ_EXAMPLES`` says otherwise (e.g. 1000 for a long local run).
 - ``deadline=None``: an example is a few HTTP requests against SQLite or PostgreSQL on a shared machine, whose
   latency varies with the neighbours' load; a per-example deadline would make the suite flaky, not safer. The
   example count bounds the runtime instead.
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "idp-fuzz",
-    max_examples=int(os.environ.get("IDP_FUZZ_EXAMPLES", "50")),
+    max_examples=int(os.environ.get("IDP_FUZZ_EXAMPLES", "100")),
     deadline=None,
     derandomize=True,
     database=None,

@@ -70,9 +70,12 @@ class Form:
 
 
 class _FormParser(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, page: str) -> None:
         super().__init__()
+        self.page = page
         self.forms: list[Form] = []
+        self.searches: list[Form] = []
+        """GET forms (search, filters): their fields are the page's query parameters."""
         self.links: list[str] = []
         self._form: Form | None = None
         self._select: str | None = None
@@ -81,9 +84,9 @@ class _FormParser(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "a" and a.get("href", "").startswith("/"):
             self.links.append(a["href"])
-        elif tag == "form" and a.get("method", "get").lower() == "post":
-            self._form = Form(a.get("action", ""))
-            self.forms.append(self._form)
+        elif tag == "form":
+            self._form = Form(a.get("action") or self.page)
+            (self.forms if a.get("method", "get").lower() == "post" else self.searches).append(self._form)
         elif self._form is not None and tag in ("input", "textarea", "button", "select") and a.get("name"):
             self._form.fields.setdefault(a["name"], []).append(a.get("value", ""))
             if tag == "select":
@@ -98,10 +101,24 @@ class _FormParser(HTMLParser):
             self._select = None
 
 
+@dataclass
+class Site:
+    """What a crawl found: the POST forms, the pages shown, and the GET forms (searches, filters)."""
+
+    forms: list[Form] = field(default_factory=list)
+    pages: list[str] = field(default_factory=list)
+    searches: list[Form] = field(default_factory=list)
+
+
 def crawl(browser: TestClient, start: Iterable[str], prefix: str, *, limit: int = 60) -> list[Form]:
     """The POST forms on the pages under ``prefix``, from ``start`` and the links found there (one level)."""
+    return crawl_site(browser, start, prefix, limit=limit).forms
+
+
+def crawl_site(browser: TestClient, start: Iterable[str], prefix: str, *, limit: int = 60) -> Site:
+    """The pages under ``prefix``, from ``start`` and the links found there (one level), and their forms."""
     seen: set[str] = set()
-    forms: list[Form] = []
+    site = Site()
     queue = list(start)
     depth = {path: 0 for path in queue}
     while queue and len(seen) < limit:
@@ -112,16 +129,18 @@ def crawl(browser: TestClient, start: Iterable[str], prefix: str, *, limit: int 
         response = browser.get(path)
         if response.status_code != 200 or not response.headers.get("content-type", "").startswith("text/html"):
             continue
-        parser = _FormParser()
+        parser = _FormParser(path)
         parser.feed(response.text)
-        forms += [form for form in parser.forms if form.action.startswith(prefix)]
+        site.pages.append(path)
+        site.forms += [form for form in parser.forms if form.action.startswith(prefix)]
+        site.searches += [form for form in parser.searches if form.action.startswith(prefix)]
         if depth[path] < 1:
             for link in parser.links:
                 link = link.split("#")[0]
                 if link not in depth:
                     depth[link] = depth[path] + 1
                     queue.append(link)
-    return forms
+    return site
 
 
 def parameter_values(routes: list[FormRoute], forms: list[Form], extra: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -127,7 +127,7 @@ AUTH_HEADERS: tuple[bytes, ...] = (
     b"Basic \xff\xfe", b"Basic YQ==", b"Basic OmI=", b"Basic JTAwOiUwMA==", b"Basic JXp6OiV6eg==",
     b"Bearer", b"Bearer ", b"Bearer a b", b"Bearer \x00", b"bearer abc", b"BEARER abc", b"Bearer " + b"x" * 9000,
     b"Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", b"Bearer a,Bearer b", b"Digest x", b"Negotiate YII=", b"\xff",
-    b"Basic dXNlcjpw\xc3\xa4ss",
+    b"Basic dXNlcjpw\xc3\xa4ss", b"Basic AAA6AA==", b"Basic /zr/", b"Basic JUZGOiVGRg==", b"Basic Og==Og==",
 )
 """Authorization header values, broken in every way: empty, not base64, not UTF-8, CR/LF, wrong scheme, huge."""
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from starlette.routing import Match, Route
 from starlette.testclient import TestClient
 
 from idp.db import unit_of_work
@@ -399,12 +400,19 @@ def test_discovery_and_jwks_ignore_odd_queries_and_refuse_odd_methods(client: Te
 
 def test_every_endpoint_refuses_unknown_methods_cleanly(client: TestClient) -> None:
     """Any method an endpoint does not take: 405 with ``Allow`` and the security headers, no trace."""
+    methods = ("GET", "POST", "PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "PROPFIND", "FOO")
+
+    def allowed(path: str) -> set[str]:
+        scope = {"type": "http", "path": path, "method": "GET"}
+        return {method for route in client.app.routes if isinstance(route, Route)
+                and route.matches(scope)[0] is not Match.NONE for method in route.methods or ()}
 
     @FUZZ
     @given(path=st.sampled_from(["/token", "/introspect", "/revoke", "/userinfo", "/authorize", "/logout",
-                                 "/logout/confirm", "/jwks", "/login/x", "/account", "/admin"]),
-           method=st.sampled_from(["PUT", "DELETE", "PATCH", "TRACE", "OPTIONS", "PROPFIND", "FOO"]))
-    def prop(path: str, method: str) -> None:
+                                 "/logout/confirm", "/jwks", "/login/x", "/account", "/admin", "/register",
+                                 "/register/x", "/.well-known/openid-configuration"]), data=st.data())
+    def prop(path: str, data: st.DataObject) -> None:
+        method = data.draw(st.sampled_from([m for m in methods if m not in allowed(path)]))
         response = client.request(method, path)
         assert_safe(response, f"{method} {path}")
         assert response.status_code == 405 and response.headers.get("allow"), f"{method} {path}"

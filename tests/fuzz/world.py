@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OctKey
 from starlette.testclient import TestClient
 
 from idp.accounts.sessions import create_session
@@ -23,6 +23,7 @@ from idp.login.mfa import record_method, start_methods
 from idp.models import SsoSession
 from idp.services import Services
 from idp.web import cookies, csrf
+from tests.fuzz.hostile import NASTY, hostile_text
 from tests.helpers import RegisteredClient, add_client, user_row
 
 FUZZ_ORIGIN = Origin(ip="203.0.113.66", user_agent="hypothesis")
@@ -82,8 +83,6 @@ def _b64(data: dict[str, Any]) -> str:
 @st.composite
 def client_assertion(draw: st.DrawFn, client_id: str, issuer: str, now: int) -> str:
     """A private_key_jwt assertion (RFC 7523 2.2), right or wrong in every claim and in how it is signed."""
-    from tests.fuzz.hostile import NASTY, hostile_text
-
     anything: st.SearchStrategy[Any] = st.one_of(hostile_text, st.integers(-(2**70), 2**70), st.none(),
                                                  st.lists(hostile_text, max_size=2), st.booleans())
     claims = {
@@ -102,8 +101,6 @@ def client_assertion(draw: st.DrawFn, client_id: str, issuer: str, now: int) -> 
         return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
     if how == "hs256":
         # HMAC keyed with the client's public key: the classic algorithm confusion.
-        from joserfc.jwk import OctKey
-
         key = OctKey.import_key(json.dumps(CLIENT_KEY.as_dict(private=False)).encode())
         return jwt.encode({"alg": "HS256"}, claims, key, algorithms=["HS256"])
     signer = CLIENT_KEY if how == "client" else ATTACKER_KEY
