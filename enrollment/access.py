@@ -41,6 +41,8 @@ from idp.models import SsoSession, User
 from idp.oauth.requests import RequestScope
 from idp.web import cookies, csrf, i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.errors import csrf_refused as csrf_refused  # the account pages call them as access.*
+from idp.web.errors import not_found as not_found
 from idp.web.i18n import N_
 from idp.web.middleware import BodyTooLarge
 
@@ -150,15 +152,6 @@ def csrf_token(ctx: AppContext, account: Account) -> str:
 
 def csrf_ok(ctx: AppContext, account: Account, token: object) -> bool:
     return isinstance(token, str) and csrf.check_token(ctx.services.csrf_key, token, CSRF_PURPOSE, account.binding)
-
-
-def csrf_refused(ctx: AppContext) -> Response:
-    return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
-
-
-def not_found(ctx: AppContext) -> Response:
-    # The same answer for another user's factor, session or device and for one that does not exist.
-    return ctx.pages.error(404, N_("Page not found"), N_("The address you opened does not exist."))
 
 
 def not_available(ctx: AppContext) -> Response:

@@ -1,9 +1,11 @@
-"""Runs ``idp ARGS`` in this process on the test's services (database, keys and clock), for the console's CLI
-tests (``idp users disable/enable/unlock``, ``idp roles``)."""
+"""Runs ``idp ARGS`` in this process for the CLI tests: on the test's services (database, keys and clock) or on
+the environment's, with the standard input the test gives."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,18 +27,25 @@ class Result:
 
 @dataclass
 class Cli:
-    services: Services
+    """Runs ``idp ARGS`` in this process and returns what it printed: on ``services`` (the test's database, keys
+    and clock) when given, else on the services the command builds from the environment, as in production;
+    ``stdin`` is what the command reads from its standard input."""
+
+    services: Services | None
     capsys: pytest.CaptureFixture[str]
     monkeypatch: pytest.MonkeyPatch
 
-    def __call__(self, *args: str) -> Result:
-        self.monkeypatch.setattr(cli.common, "services", lambda: self.services)
+    def __call__(self, *args: str, stdin: str = "") -> Result:
+        if self.services is not None:
+            services = self.services
+            self.monkeypatch.setattr(cli.common, "services", lambda: services)
+        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         code = cli.main(list(args))
         captured = self.capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
+    def json(self, *args: str, stdin: str = "") -> Any:
+        result = self(*args, "--json", stdin=stdin)
         assert result.code == 0, result.err
         return json.loads(result.out)
 

@@ -15,6 +15,9 @@ from typing import Any
 import pyotp
 from starlette.testclient import TestClient
 
+from idp.accounts.users import find_user, grant_role
+from idp.db import unit_of_work
+from idp.oauth.clients import find_client
 from idp.services import Services
 from tests.conftest import ISSUER, FakeClock
 from tests.helpers import PASSWORD, Flow, add_client, add_user, csrf_of
@@ -23,10 +26,21 @@ TOTP_SECRET = re.compile(r'id="totp-secret">([A-Z2-7 ]+)<')
 FACTOR_LINK = re.compile(r'href="(/account/factors/totp/\d+)"')
 PHONE_CONFIRM = re.compile(r"/account/phone/\d+")
 
+CONSOLE_PAGES = {
+    "admin_dashboard": "/admin", "admin_clients": "/admin/clients", "admin_client": "/admin/clients/{client}",
+    "admin_client_new": "/admin/clients/new", "admin_client_edit": "/admin/clients/{client}/edit",
+    "admin_client_delete": "/admin/clients/{client}/delete", "admin_client_requests": "/admin/clients/requests",
+    "admin_client_domains": "/admin/clients/domains", "admin_users": "/admin/users",
+    "admin_user": "/admin/users/{user}", "admin_groups": "/admin/groups", "admin_sessions": "/admin/sessions",
+    "admin_audit": "/admin/audit", "admin_sync": "/admin/sync",
+}
+"""The console's pages, by GET; ``admin_client_secret`` (below) is the answer to rotating a secret."""
+
 PAGES = ("index", "accessibility", "error_not_found", "error_expired", "login", "login_error", "enroll",
          "enroll_totp", "enroll_totp_error", "enroll_sms", "enroll_webauthn", "recovery_codes", "consent", "factor",
          "factor_error", "account", "account_totp", "account_webauthn", "account_phone", "account_phone_error",
-         "account_phone_confirm", "account_factor", "account_recovery", "logout", "logged_out")
+         "account_phone_confirm", "account_factor", "account_recovery", *CONSOLE_PAGES, "admin_client_secret",
+         "logout", "logged_out")
 """Every page ``walk`` returns: each template, and the error states of the forms."""
 
 
@@ -134,6 +148,18 @@ def walk(app: Any, services: Services, clock: FakeClock, headers: dict[str, str]
         assert link, "the account page links no factor"
         pages["account_factor"] = _visit(browser.get(link.group(1)))
         pages["account_recovery"] = _visit(browser.get("/account/recovery-codes"))
+
+        # The admin console: the user is an administrator, and the session holds the second factor it asks for.
+        with unit_of_work(services.sessions) as db:
+            user = find_user(db, username)
+            assert user is not None
+            grant_role(db, user, "admin")
+            ids = {"user": user.id, "client": find_client(db, client.client_id).id}  # type: ignore[union-attr]
+        for name, path in CONSOLE_PAGES.items():
+            pages[name] = _visit(browser.get(path.format(**ids)))
+        detail = pages["admin_client"].html
+        pages["admin_client_secret"] = _visit(browser.post(f"/admin/clients/{ids['client']}/rotate", data={
+            "csrf_token": csrf_of(detail), "grace": "", "secret_lifetime": ""}))
 
         # Signing out.
         logout = browser.get("/logout")

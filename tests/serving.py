@@ -1,4 +1,4 @@
-"""A real ``idp serve`` for the operations tests (metrics, logs, shutdown): started on a free loopback port,
+"""A real ``idp serve`` for the operations tests (metrics, logs, shutdown, workers): started on a free loopback port,
 waited for until ready, and stopped with SIGTERM (then SIGKILL) if the test has not stopped it itself."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,21 @@ from idp.db import create_db_engine
 from idp.services import Services, build_services
 
 ROOT = Path(__file__).resolve().parents[1]
-IDP = ROOT / ".venv" / "bin" / "idp"
+
+
+def idp_command() -> str:
+    """The ``idp`` command of this checkout's virtual environment, else the one installed beside this Python."""
+    local = ROOT / ".venv" / "bin" / "idp"
+    if local.exists():
+        return str(local)
+    beside = Path(sys.executable).with_name("idp")
+    assert beside.exists(), "the `idp` command is not installed (pip install -e .)"
+    return str(beside)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback TCP port that was free a moment ago (the server started on it binds it again)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -71,7 +82,7 @@ def serve(env: dict[str, str], data_dir: Path, workers: int = 1) -> Iterator[Ser
     port = free_port()
     log = data_dir / "serve.log"
     with log.open("w") as out:
-        process = subprocess.Popen([str(IDP), "serve", "--workers", str(workers), "--port", str(port)], env=env,
+        process = subprocess.Popen([idp_command(), "serve", "--workers", str(workers), "--port", str(port)], env=env,
                                    stdout=out, stderr=subprocess.STDOUT, text=True, cwd=data_dir)
     base = f"http://127.0.0.1:{port}"
     try:

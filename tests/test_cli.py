@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,12 +15,13 @@ from sqlalchemy import select
 
 from idp import migrate
 from idp.accounts.users import find_user, roles_of
-from idp.cli import CommandError, build_parser, main, prepare
+from idp.cli import CommandError, build_parser, prepare
 from idp.config import load_settings
 from idp.db import read_only
 from idp.models import Client, SigningKey, User
 from idp.services import Services, build_services
 from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.console_cli import Cli
 from tests.helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,32 +37,6 @@ COMMANDS = [
     ("keys",), ("keys", "rotate"), ("keys", "list"), ("config",), ("config", "reference"), ("config", "check"),
     ("sync",), ("sync", "ldap"), ("sync", "history"),
 ]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Cli:
-    """Runs ``idp ARGS`` in this process with the test's environment and returns what it printed."""
-
-    capsys: pytest.CaptureFixture[str]
-    monkeypatch: pytest.MonkeyPatch
-
-    def __call__(self, *args: str, stdin: str = "") -> Result:
-        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(list(args))
-        captured = self.capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    def json(self, *args: str, stdin: str = "") -> object:
-        result = self(*args, "--json", stdin=stdin)
-        assert result.code == 0, result.err
-        return json.loads(result.out)
 
 
 @pytest.fixture
@@ -84,7 +56,7 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def cli(environment: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    return Cli(capsys, monkeypatch)
+    return Cli(None, capsys, monkeypatch)
 
 
 @pytest.fixture

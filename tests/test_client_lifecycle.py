@@ -20,8 +20,8 @@ from idp.oauth import client_registry as registry
 from idp.oauth.clients import ClientError, NewClient, find_client, needs_secret, update_client
 from idp.services import Services
 from tests.conftest import FakeClock
+from tests.console_cli import Cli
 from tests.helpers import Flow, RegisteredClient, add_client, add_user, authorize, decode, exchange
-from tests.test_helpdesk_cli import Cli
 
 
 def service(services: Services, **kwargs: Any) -> RegisteredClient:

@@ -25,36 +25,10 @@ from idp.factors import enrolled, recovery, sms, totp, trusted_devices
 from idp.models import AuditEvent, Client, RecoveryCode, SsoSession, TrustedDevice, User, WebAuthnCredential
 from idp.services import Services, build_services
 from tests.conftest import ISSUER, FakeClock, make_settings
+from tests.console_cli import Cli
 from tests.helpers import Flow, add_client, add_user, authorize, exchange, submit_login
 
 PHONE = "+4915112345678"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Cli:
-    """Runs ``idp ARGS`` in this process on the given services (database, keys and clock of the test)."""
-
-    services: Services
-    capsys: pytest.CaptureFixture[str]
-    monkeypatch: pytest.MonkeyPatch
-
-    def __call__(self, *args: str) -> Result:
-        self.monkeypatch.setattr(cli.common, "services", lambda: self.services)
-        code = cli.main(list(args))
-        captured = self.capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.code == 0, result.err
-        return json.loads(result.out)
 
 
 @pytest.fixture

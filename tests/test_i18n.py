@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROPER_NAMES = {"Passkey", "Post:", "Deutsch", "English"}
 """Texts that are the same in both languages, so seeing them proves nothing."""
 ENGLISH_WORDS = re.compile(r"\b(the|The|your|Your|you|You|please|Please|with|this|This|sign in|Sign in|password|"
-                           r"not|and|is|of|to|was|were|has|have)\b")
-"""Frequent English words; none may appear in a German page outside names and user data."""
+                           r"not|and|is|of|to|were|has|have)\b")
+"""Frequent English words; none may appear in a German page outside names and user data ("was" is German too)."""
 
 
 def _catalog(locale: str) -> dict[str, str]:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +11,12 @@ from sqlalchemy import Engine, select
 from starlette.testclient import TestClient
 
 from idp.app import create_app
-from idp.config import load_settings
-from idp.db import create_db_engine, unit_of_work
+from idp.db import unit_of_work
 from idp.models import AuditEvent
 from idp.services import Services, build_services
 from tests.conftest import ISSUER, FakeClock, make_settings
 from tests.helpers import add_client
-
-ROOT = Path(__file__).resolve().parents[1]
-IDP = ROOT / ".venv" / "bin" / "idp"
+from tests.serving import Served, serve, server_environment
 
 
 def _failed_client_auth(browser: TestClient, services: Services, forwarded: str) -> str | None:
@@ -66,54 +58,11 @@ def test_forwarded_for_from_a_trusted_proxy_gives_the_client_address(backend: tu
         assert _failed_client_auth(browser, trusting, "192.0.2.66, 203.0.113.7, 10.0.0.3") == "203.0.113.7"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def server_env(tmp_path: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("IDP_")}
-    env.update({
-        "IDP_DATA_DIR": str(tmp_path),
-        "IDP_SECRET_KEY": "dGVzdC1zZWNyZXQta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMTIzNDU2Nzg5MA==",
-        "IDP_KEYS_ENCRYPTION_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        "IDP_PASSWORDS_ARGON2_TIME_COST": "1",
-        "IDP_PASSWORDS_ARGON2_MEMORY_COST": "1024",
-        "IDP_SERVER_TRUSTED_PROXIES": "127.0.0.1",
-    })
-    return env
-
-
-@pytest.fixture
-def two_workers(server_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+def two_workers(tmp_path: Path) -> Iterator[Served]:
     """``idp serve --workers 2`` on a free loopback port, stopped (SIGTERM to the process we started) afterwards."""
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([str(IDP), "serve", "--workers", "2", "--port", str(port)], env=server_env,
-                                   stdout=out, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield base, process, log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with serve(server_environment(tmp_path), tmp_path, workers=2) as served:
+        yield served
 
 
 def _children(pid: int) -> set[int]:
@@ -143,17 +92,15 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_serve_with_two_workers(two_workers: tuple[str, subprocess.Popen[str], Path], server_env: dict[str, str],
-                                tmp_path: Path) -> None:
+def test_serve_with_two_workers(two_workers: Served) -> None:
     """`idp serve --workers 2` prepares the database once in the parent, then two worker processes serve it,
     each applying X-Forwarded-For from the trusted proxy (127.0.0.1) to the audit trail; SIGTERM stops all."""
-    base, process, log = two_workers
+    base, process, log = two_workers.base, two_workers.process, two_workers.log
     workers = _workers(process.pid)
     assert len(workers) == 2, workers
     # The first administrator was created once, by the parent, before any worker started.
     assert log.read_text().count("Created the administrator account") == 1
-    settings = load_settings(environ=server_env)
-    services = build_services(settings, engine=create_db_engine(settings.database_url))
+    services = two_workers.services()
     try:
         app = add_client(services, grant_types=["client_credentials"], redirect_uris=[], post_logout_redirect_uris=[])
         for _ in range(6):
@@ -169,6 +116,5 @@ def test_serve_with_two_workers(two_workers: tuple[str, subprocess.Popen[str], P
         assert ips == {"203.0.113.7"}
     finally:
         services.engine.dispose()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=30) == 0
+    assert two_workers.stop() == 0
     assert not any(_running(pid) for pid in workers)

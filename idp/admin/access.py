@@ -32,6 +32,7 @@ from idp.models import SsoSession, User
 from idp.oauth.requests import RequestScope
 from idp.web import cookies, csrf, i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields, row_id
+from idp.web.errors import csrf_refused, not_found
 
 __all__ = ["Console", "console_user", "csrf_ok", "forbidden", "form", "not_found", "page", "render", "row_id"]
 from idp.web.i18n import N_
@@ -172,14 +173,5 @@ def csrf_ok(console: Console, token: object) -> bool:
     return isinstance(token, str) and csrf.check_token(console.csrf_key, token, CSRF_PURPOSE, console.binding)
 
 
-def csrf_refused(ctx: AppContext) -> Response:
-    return ctx.pages.error(403, N_("The form has expired"), N_("Please reload the page and try again."))
-
-
 def forbidden(ctx: AppContext) -> Response:
     return ctx.pages.error(403, N_("Not allowed"), N_("Your role does not allow this."))
-
-
-def not_found(ctx: AppContext) -> Response:
-    """A row that does not exist and a row this user may not see get the same answer."""
-    return ctx.pages.error(404, N_("Page not found"), N_("The address you opened does not exist."))

@@ -20,6 +20,7 @@ answers 404 like a missing one; one they may see but not change (helpdesk) answe
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -90,6 +91,44 @@ def _path(row: Client) -> str:
     return f"/admin/clients/{row.id}"
 
 
+def _back(request: Request) -> str:
+    key = access.row_id(str(request.path_params.get("id", "")))
+    return f"/admin/clients/{key}" if key is not None else "/admin/clients"
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ClientPage = Callable[[AppContext, RequestScope, Request, Console, Client], Response]
+ClientForm = Callable[[AppContext, RequestScope, Console, Client, dict[str, str]], Response]
+
+
+def _client_page(body: ClientPage, *, manage: bool) -> Endpoint:
+    """A console page about the client of the path: ``body`` runs only if ``_row`` finds it for this user."""
+
+    def work(ctx: AppContext, scope: RequestScope, request: Request, console: Console) -> Response:
+        row = _row(ctx, scope, request, console, manage=manage)
+        return row if isinstance(row, Response) else body(ctx, scope, request, console, row)
+
+    async def endpoint(request: Request) -> Response:
+        return await access.page(request, None, work)
+
+    return endpoint
+
+
+def _client_form(body: ClientForm, action: Action | None = None) -> Endpoint:
+    """A POST on the client of the path: the form, ``action`` and CSRF checked (``access.form``), then ``body``
+    only if this user may change that client (``_row``); a signed-out browser comes back to the client's page."""
+
+    def work(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
+             fields: dict[str, str]) -> Response:
+        row = _row(ctx, scope, request, console, manage=True)
+        return row if isinstance(row, Response) else body(ctx, scope, console, row, fields)
+
+    async def endpoint(request: Request) -> Response:
+        return await access.form(request, action, work, return_to=_back(request))
+
+    return endpoint
+
+
 # --- list ------------------------------------------------------------------------------------------------------
 
 def _list(ctx: AppContext, scope: RequestScope, request: Request, console: Console) -> Response:
@@ -117,10 +156,22 @@ async def list_clients(request: Request) -> Response:
 
 # --- create ----------------------------------------------------------------------------------------------------
 
+def _theme_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """The themes a client may choose, as (folder name, display name): people choose "Stadt Musterstadt", not a
+    folder; a theme that cannot be loaded is not offered."""
+    choices = []
+    for name in themes.available():
+        try:
+            choices.append((name, ctx.pages.add_theme(name).display_name))
+        except themes.ThemeError:
+            continue
+    return choices
+
+
 def _form_page(ctx: AppContext, console: Console, *, row: Client | None, values: dict[str, Any],
                error: str | None = None, status: int = 200) -> Response:
     return access.render(ctx, console, "admin/client_form.html", section="clients", status=status, row=row,
-                         form=values, error=error, choices=client_forms.CHOICES, themes=themes.available(),
+                         form=values, error=error, choices=client_forms.CHOICES, themes=_theme_choices(ctx),
                          admin=console.can(Action.MANAGE_ALL_CLIENTS), lifetimes=LIFETIME_CHOICES)
 
 
@@ -202,33 +253,21 @@ def _detail_page(ctx: AppContext, scope: RequestScope, console: Console, row: Cl
     )
 
 
-def _detail(ctx: AppContext, scope: RequestScope, request: Request, console: Console) -> Response:
-    row = _row(ctx, scope, request, console, manage=False)
-    if isinstance(row, Response):
-        return row
+def _detail(ctx: AppContext, scope: RequestScope, request: Request, console: Console, row: Client) -> Response:
     return _detail_page(ctx, scope, console, row, notice=_notice(request))
 
 
-async def detail(request: Request) -> Response:
-    return await access.page(request, None, _detail)
+detail = _client_page(_detail, manage=False)
 
 
-def _edit(ctx: AppContext, scope: RequestScope, request: Request, console: Console) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _edit(ctx: AppContext, scope: RequestScope, request: Request, console: Console, row: Client) -> Response:
     return _form_page(ctx, console, row=row, values=client_forms.values_of(registry.new_client_of(row)))
 
 
-async def edit(request: Request) -> Response:
-    return await access.page(request, None, _edit)
+edit = _client_page(_edit, manage=True)
 
 
-def _save(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-          fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _save(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     admin = console.can(Action.MANAGE_ALL_CLIENTS)
     try:
         new = client_forms.read_client(fields, admin=admin, stored=registry.new_client_of(row))
@@ -252,22 +291,12 @@ def _save(ctx: AppContext, scope: RequestScope, request: Request, console: Conso
     return _done(_path(row), "updated" if after else "unchanged")
 
 
-async def save(request: Request) -> Response:
-    return await access.form(request, None, _save, return_to=_back(request))
-
-
-def _back(request: Request) -> str:
-    key = access.row_id(str(request.path_params.get("id", "")))
-    return f"/admin/clients/{key}" if key is not None else "/admin/clients"
+save = _client_form(_save)
 
 
 # --- secret, disable, enable, delete ---------------------------------------------------------------------------
 
-def _rotate(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-            fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _rotate(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     try:
         grace = _choice(GRACE_CHOICES, fields.get("grace", ""), "grace period")
         lifetime = _choice(LIFETIME_CHOICES, fields.get("secret_lifetime", ""), "secret lifetime")
@@ -283,15 +312,10 @@ def _rotate(ctx: AppContext, scope: RequestScope, request: Request, console: Con
                          created=False, auto_approved=False, when=console.when)
 
 
-async def rotate(request: Request) -> Response:
-    return await access.form(request, None, _rotate, return_to=_back(request))
+rotate = _client_form(_rotate)
 
 
-def _disable(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-             fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _disable(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     if row.disabled_at is None:
         revoked = registry.disable_client(scope.db, row, scope.now, _who(console))
         registry.audit_client(scope.db, "client.disabled", row, actor=console.actor, origin=scope.origin,
@@ -299,15 +323,10 @@ def _disable(ctx: AppContext, scope: RequestScope, request: Request, console: Co
     return _done(_path(row), "disabled")
 
 
-async def disable(request: Request) -> Response:
-    return await access.form(request, None, _disable, return_to=_back(request))
+disable = _client_form(_disable)
 
 
-def _enable(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-            fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _enable(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     previously = row.disabled_by
     try:
         changed = registry.enable_client(row, _who(console))
@@ -319,41 +338,28 @@ def _enable(ctx: AppContext, scope: RequestScope, request: Request, console: Con
     return _done(_path(row), "enabled")
 
 
-async def enable(request: Request) -> Response:
-    return await access.form(request, None, _enable, return_to=_back(request))
+enable = _client_form(_enable)
 
 
-def _confirm_delete(ctx: AppContext, scope: RequestScope, request: Request, console: Console) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _confirm_delete(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
+                    row: Client) -> Response:
     return access.render(ctx, console, "admin/client_delete.html", section="clients", row=row)
 
 
-async def confirm_delete(request: Request) -> Response:
-    return await access.page(request, None, _confirm_delete)
+confirm_delete = _client_page(_confirm_delete, manage=True)
 
 
-def _delete(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-            fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _delete(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     registry.delete_and_audit(scope.db, row, actor=console.actor, origin=scope.origin, at=scope.now)
     return _done("/admin/clients", "deleted")
 
 
-async def delete(request: Request) -> Response:
-    return await access.form(request, None, _delete, return_to=_back(request))
+delete = _client_form(_delete)
 
 
 # --- owners ----------------------------------------------------------------------------------------------------
 
-def _add_owner(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-               fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
+def _add_owner(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     try:
         user = registry.owner_by_username(scope.db, fields.get("username", "").strip())
     except ClientError as exc:
@@ -364,15 +370,11 @@ def _add_owner(ctx: AppContext, scope: RequestScope, request: Request, console: 
     return _done(_path(row), "owner-added")
 
 
-async def add_owner(request: Request) -> Response:
-    return await access.form(request, None, _add_owner, return_to=_back(request))
+add_owner = _client_form(_add_owner)
 
 
-def _remove_owner(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
+def _remove_owner(ctx: AppContext, scope: RequestScope, console: Console, row: Client,
                   fields: dict[str, str]) -> Response:
-    row = _row(ctx, scope, request, console, manage=True)
-    if isinstance(row, Response):
-        return row
     owner = next((u for u in registry.owners_of(scope.db, row) if u.username == fields.get("username")), None)
     if owner is None:
         return _detail_page(ctx, scope, console, row, error=N_("That user is not an owner of this application."),
@@ -388,8 +390,7 @@ def _remove_owner(ctx: AppContext, scope: RequestScope, request: Request, consol
     return _done(_path(row), "owner-removed")
 
 
-async def remove_owner(request: Request) -> Response:
-    return await access.form(request, None, _remove_owner, return_to=_back(request))
+remove_owner = _client_form(_remove_owner)
 
 
 # --- review ----------------------------------------------------------------------------------------------------
@@ -405,12 +406,8 @@ async def requests(request: Request) -> Response:
     return await access.page(request, Action.MANAGE_ALL_CLIENTS, _requests)
 
 
-def _review(approve: bool) -> access.FormBody:
-    def body(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
-             fields: dict[str, str]) -> Response:
-        row = _row(ctx, scope, request, console, manage=True)
-        if isinstance(row, Response):
-            return row
+def _review(approve: bool) -> ClientForm:
+    def body(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
         before = row.status
         try:
             if approve:
@@ -427,12 +424,8 @@ def _review(approve: bool) -> access.FormBody:
     return body
 
 
-async def approve(request: Request) -> Response:
-    return await access.form(request, Action.MANAGE_ALL_CLIENTS, _review(True), return_to=_back(request))
-
-
-async def decline(request: Request) -> Response:
-    return await access.form(request, Action.MANAGE_ALL_CLIENTS, _review(False), return_to=_back(request))
+approve = _client_form(_review(True), Action.MANAGE_ALL_CLIENTS)
+decline = _client_form(_review(False), Action.MANAGE_ALL_CLIENTS)
 
 
 # --- allowed redirect domains per owner ------------------------------------------------------------------------

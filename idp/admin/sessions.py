@@ -19,9 +19,15 @@ from idp.admin.access import Console
 from idp.admin.role_grants import active_admins
 from idp.admin.roles import ADMIN, Action
 from idp.admin.users import may_act_on
+from idp.login.second_factor import METHOD_LABELS
 from idp.models import SsoSession
 from idp.oauth.requests import RequestScope
 from idp.web.context import AppContext, context_of
+from idp.web.i18n import N_
+
+METHOD_NAMES = {"password": N_("Password"), "passkey": N_("Passkey"), **METHOD_LABELS,
+                "trusted_device": N_("Trusted browser")}
+"""What a session's stored methods are called on the page."""
 
 
 def _active(now: datetime) -> ColumnElement[bool]:
@@ -41,7 +47,7 @@ def _list(ctx: AppContext, scope: RequestScope, request: Request, console: Conso
     return access.render(ctx, console, "admin/sessions.html", section="sessions", sessions=rows, page=page,
                          page_query="", may_manage=may_manage,
                          actable={row.id for row in rows if may_manage and row.user_id not in admins},
-                         ended=query.get("done") == "ended")
+                         ended=query.get("done") == "ended", method_labels=METHOD_NAMES)
 
 
 async def session_list(request: Request) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +29,7 @@ from idp.oauth.clients import (
     needs_secret,
     update_client,
 )
+from idp.services import Services
 
 
 def cmd_clients_add(args: argparse.Namespace) -> int:
@@ -173,6 +176,15 @@ def _client_or_fail(db: Session, client_id: str) -> Client:
     return row
 
 
+@contextmanager
+def _one_client(client_id: str) -> Iterator[tuple[Services, Session, Client]]:
+    """What a command on one client works with: the services, a transaction (committed when the block ends
+    normally, rolled back on an error) and the client ``client_id`` in it; ``CommandError`` if there is none."""
+    services = common.services()
+    with unit_of_work(services.sessions) as db:
+        yield services, db, _client_or_fail(db, client_id)
+
+
 def _owners(db: Session, usernames: list[str]) -> list[User]:
     try:
         return [registry.owner_by_username(db, name) for name in dict.fromkeys(usernames)]
@@ -183,9 +195,7 @@ def _owners(db: Session, usernames: list[str]) -> list[User]:
 def cmd_clients_update(args: argparse.Namespace) -> int:
     """Change any registered property of a client (the flags given; the rest stays), and its owners; audited as
     ``client.updated`` with before/after (never a secret)."""
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         try:
             new = _changed(args, registry.new_client_of(row))
             added = _owners(db, args.owner or [])
@@ -223,9 +233,8 @@ def _shown(db: Session, row: Client) -> dict[str, Any]:
 
 def cmd_clients_show(args: argparse.Namespace) -> int:
     """Every registered property and state of a client (never its secret)."""
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        result = _shown(db, _client_or_fail(db, args.client_id))
+    with _one_client(args.client_id) as (_, db, row):
+        result = _shown(db, row)
     if args.json:
         print(json.dumps(result))
     else:
@@ -240,9 +249,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
     """A new secret, printed once; with ``--grace`` the old one works for that long."""
     grace = _duration(args.grace, "--grace") if args.grace else None
     lifetime = _duration(args.expires, "--expires") if args.expires else None
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         now = services.now()
         try:
             secret = registry.rotate_secret(row, services.hasher, now, grace, lifetime=lifetime)
@@ -267,9 +274,7 @@ def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
 
 def cmd_clients_disable(args: argparse.Namespace) -> int:
     """Disable a client as an administrator (an owner cannot enable it again); its tokens are revoked."""
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         was = row.disabled_at is not None
         revoked = registry.disable_client(db, row, services.now(), "admin")
         if not was:
@@ -281,9 +286,7 @@ def cmd_clients_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_clients_enable(args: argparse.Namespace) -> int:
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         previously = row.disabled_by
         changed = registry.enable_client(row, "admin")
         if changed:
@@ -295,9 +298,7 @@ def cmd_clients_enable(args: argparse.Namespace) -> int:
 
 def cmd_clients_delete(args: argparse.Namespace) -> int:
     """Delete a client with its codes, tokens and consents."""
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         client_id = row.client_id
         removed = registry.delete_and_audit(db, row, actor=None, at=services.now())
     _print_state(args, {"client_id": client_id, "deleted": True, "removed": removed}, "deleted")
@@ -305,9 +306,7 @@ def cmd_clients_delete(args: argparse.Namespace) -> int:
 
 
 def _review(args: argparse.Namespace, approve: bool) -> int:
-    services = common.services()
-    with unit_of_work(services.sessions) as db:
-        row = _client_or_fail(db, args.client_id)
+    with _one_client(args.client_id) as (services, db, row):
         before = row.status
         try:
             if approve:
@@ -356,6 +355,14 @@ def cmd_clients_list(args: argparse.Namespace) -> int:
         for c in clients:
             print(f"{c['client_id']:<26} {c['name']:<30} {c['auth_method']:<20} {' '.join(c['redirect_uris'])}")
     return 0
+
+
+def _switch(parser: argparse.ArgumentParser, dest: str, on: str, on_help: str, off: str, off_help: str) -> None:
+    """A setting ``update`` turns on (``on``: ``dest`` True) or off (``off``: False); neither flag leaves it
+    unchanged (None), both together are a usage error."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(on, dest=dest, action="store_const", const=True, help=on_help)
+    group.add_argument(off, dest=dest, action="store_const", const=False, help=off_help)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -420,25 +427,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     cupd.add_argument("--refresh-token-lifetime", help="e.g. 8h; an empty value: the configured default")
     cupd.add_argument("--owner", action="append", help="add this app owner (username; repeatable)")
     cupd.add_argument("--remove-owner", action="append", help="remove this owner (username; repeatable)")
-    mfa_flag = cupd.add_mutually_exclusive_group()
-    mfa_flag.add_argument("--require-mfa", dest="require_mfa", action="store_const", const=True,
-                          help="every sign-in to this client needs a second factor")
-    mfa_flag.add_argument("--no-require-mfa", dest="require_mfa", action="store_const", const=False,
-                          help="the groups' and the global policy decide")
+    _switch(cupd, "require_mfa", "--require-mfa", "every sign-in to this client needs a second factor",
+            "--no-require-mfa", "the groups' and the global policy decide")
     methods = cupd.add_mutually_exclusive_group()
     methods.add_argument("--mfa-method", action="append", choices=MFA_METHODS,
                          help="second factor the client accepts (repeatable; replaces the list)")
     methods.add_argument("--any-mfa-method", action="store_true", help="accept every second factor the policy allows")
-    trusted = cupd.add_mutually_exclusive_group()
-    trusted.add_argument("--trusted", dest="trusted", action="store_const", const=True,
-                         help="skip the consent page (first-party tools)")
-    trusted.add_argument("--no-trusted", dest="trusted", action="store_const", const=False,
-                         help="ask for consent")
-    device = cupd.add_mutually_exclusive_group()
-    device.add_argument("--trusted-device", dest="trusted_device", action="store_const", const=True,
-                        help="a trusted browser may replace the second factor where the policy allows it")
-    device.add_argument("--no-trusted-device", dest="trusted_device", action="store_const", const=False,
-                        help="a trusted browser never replaces the second factor here")
+    _switch(cupd, "trusted", "--trusted", "skip the consent page (first-party tools)", "--no-trusted",
+            "ask for consent")
+    _switch(cupd, "trusted_device", "--trusted-device",
+            "a trusted browser may replace the second factor where the policy allows it",
+            "--no-trusted-device", "a trusted browser never replaces the second factor here")
     cupd.add_argument("--theme", help="theme of this client's sign-in pages; an empty value: the configured one")
     cupd.add_argument("--json", action="store_true", help="print the client's settings as JSON")
     cupd.set_defaults(func=cmd_clients_update)

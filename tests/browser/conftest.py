@@ -130,6 +130,17 @@ def chromium() -> Iterator[Browser]:
         playwright.stop()
 
 
+@pytest.fixture
+def console_page(chromium: Browser) -> Iterator[Page]:
+    """A fresh profile with scripts off (the console works without JavaScript) that accepts downloads."""
+    context = chromium.new_context(java_script_enabled=False, accept_downloads=True)
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 @dataclass
 class VirtualAuthenticator:
     """Chromium's virtual authenticator on one page, through the DevTools WebAuthn domain."""

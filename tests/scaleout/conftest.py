@@ -17,9 +17,7 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,8 +44,8 @@ from idp.oauth.keys import ensure_keys
 from idp.services import Services, build_services
 from tests.conftest import BACKENDS, _create_pg_database, _drop_pg_database
 from tests.helpers import PASSWORD, Flow, RegisteredClient, add_client, csrf_of, query_of
+from tests.serving import free_port, idp_command
 
-ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 60.0
 SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LXRoYXQtaXMtbG9uZy1lbm91Z2gtMTIzNDU2Nzg5MA=="
 KEYS_ENCRYPTION_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -57,21 +55,6 @@ needs_postgresql = pytest.mark.skipif(
     "postgresql" not in BACKENDS,
     reason="scale-out tests run idp serve on PostgreSQL, which IDP_TEST_BACKENDS excludes",
 )
-
-
-def idp_command() -> str:
-    local = ROOT / ".venv" / "bin" / "idp"
-    if local.exists():
-        return str(local)
-    beside = Path(sys.executable).with_name("idp")
-    assert beside.exists(), "the `idp` command is not installed (pip install -e .)"
-    return str(beside)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the database and the test process's view of it -------------------------------------------------------
