@@ -254,6 +254,7 @@ class NodeServer:
     def __init__(self, work_dir: Path) -> None:
         self.modules = ensure_oidc_provider()
         self.port = free_port()
+        self.mint_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.client_id = "bench-service"
         self.client_secret = secrets.token_urlsafe(32)
@@ -262,10 +263,10 @@ class NodeServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_seconds = 0.0
 
-    def start(self, refresh_tokens: int, token_file: Path) -> None:
+    def start(self) -> None:
         env = {**os.environ, "PORT": str(self.port), "CLIENT_ID": self.client_id,
-               "CLIENT_SECRET": self.client_secret, "REFRESH_TOKENS": str(refresh_tokens),
-               "REFRESH_FILE": str(token_file), "NODE_MODULES_DIR": str(self.modules), "NODE_ENV": "production"}
+               "CLIENT_SECRET": self.client_secret, "MINT_PORT": str(self.mint_port),
+               "NODE_MODULES_DIR": str(self.modules), "NODE_ENV": "production"}
         with self.log_path.open("ab") as log:
             started = time.monotonic()
             self.process = subprocess.Popen(["node", str(NODE_SERVER)], env=env, stdout=log,
@@ -284,6 +285,16 @@ class NodeServer:
                     raise RuntimeError(f"node-oidc-provider not ready:\n{self.log_path.read_text()[-3000:]}")
                 time.sleep(0.01)
         self.ready_seconds = time.monotonic() - started
+
+    def mint(self, count: int) -> list[str]:
+        """``count`` never-used refresh tokens, minted now: its in-memory adapter (an LRU of 1,000 entries)
+        forgets a token that waits through a second of other rotations, so a pool must be minted just before use."""
+        answer = httpx.get(f"http://127.0.0.1:{self.mint_port}/mint", params={"count": count}, timeout=30)
+        answer.raise_for_status()
+        tokens = answer.text.split()
+        if len(tokens) != count:
+            raise RuntimeError(f"node-oidc-provider minted {len(tokens)} refresh tokens, not {count}")
+        return tokens
 
     def pids(self) -> list[int]:
         assert self.process is not None

@@ -36,8 +36,8 @@ def main() -> int:
         catalog.update(template, no_fuzzy_matching=True)
         if locale == "en":  # the source language: each text is its own translation
             for message in catalog:
-                if message.id and not message.string:
-                    message.string = message.id
+                if message.id and not (all(message.string) if isinstance(message.string, tuple) else message.string):
+                    message.string = message.id  # a text with plural forms: its singular and its plural
         with po.open("wb") as handle:
             write_po(handle, catalog, omit_header=True, no_location=True, sort_output=True, ignore_obsolete=True)
     return 0

@@ -248,3 +248,12 @@ def test_discovery_algorithms_and_pkce(client: TestClient) -> None:
     assert "implicit" not in metadata["grant_types_supported"]
     assert metadata["jwks_uri"] == f"{ISSUER}/jwks"
     assert metadata["authorization_response_iss_parameter_supported"] is True
+
+
+def test_a_fresh_key_set_is_served_from_memory(services: Services) -> None:
+    """Between refreshes the JWKS document comes from memory (the endpoint then answers without a worker thread);
+    it is the same document ``jwks_bytes`` serves."""
+    services.keys.refresh(force=True)
+    fresh = services.keys.fresh_jwks_bytes()
+    assert fresh is not None and fresh == services.keys.jwks_bytes()
+    assert len(json.loads(fresh)["keys"]) >= 2

@@ -2,10 +2,17 @@
 // in-memory adapter, one confidential client (client_secret_basic) like ours, ES256 JWT access tokens
 // (RFC 9068 through resource indicators) for client_credentials and refresh, refresh tokens rotated on use.
 //
-// Started by bench/run.py with PORT, CLIENT_ID, CLIENT_SECRET and REFRESH_TOKENS (how many refresh tokens to
-// mint into REFRESH_FILE, one a line, before "ready" is printed). Not part of the product.
+// Started by bench/run.py with PORT, CLIENT_ID, CLIENT_SECRET and MINT_PORT: a second listener, apart from the
+// provider's routes (so that nothing is added to the measured requests' path), that mints refresh tokens on
+// demand (`GET /mint?count=N` answers N never-used tokens, one a line). Not part of the product.
+//
+// Why on demand and not at start: the default in-memory adapter is an LRU of 1,000 entries (two generations),
+// and every rotation writes a new entry, so a token nobody touched is forgotten after one to two thousand
+// writes, well under a second of rotations. Tokens minted at start were all gone ("refresh token not found",
+// answered as invalid_grant) once the warm-up or an earlier figure had rotated for a second. run.py therefore
+// mints each pool just before it is spent: the warm-up's, then, after the warm-up, the measured run's.
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -75,10 +82,31 @@ async function mint(count) {
   return tokens;
 }
 
-const count = Number(process.env.REFRESH_TOKENS || 0);
-if (count > 0) {
-  writeFileSync(process.env.REFRESH_FILE, `${(await mint(count)).join('\n')}\n`);
-}
-provider.listen(port, '127.0.0.1', () => {
-  console.log(`ready ${issuer}`);
+// Why a refresh was refused (the answer only says "grant request is invalid" in production): the first few, for
+// the log.
+let refused = 0;
+provider.on('grant.error', (ctx, error) => {
+  if (refused < 5) {
+    refused += 1;
+    console.log(`grant refused: ${error.error} ${error.error_detail ?? error.message}`);
+  }
+});
+
+createServer(async (req, res) => {
+  const url = new URL(req.url, 'http://127.0.0.1');
+  const count = Number(url.searchParams.get('count'));
+  if (url.pathname !== '/mint' || !Number.isInteger(count) || count < 1 || count > 10000) {
+    res.writeHead(400).end();
+    return;
+  }
+  try {
+    const tokens = await mint(count);
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(`${tokens.join('\n')}\n`);
+  } catch (error) {
+    res.writeHead(500).end(String(error));
+  }
+}).listen(Number(process.env.MINT_PORT), '127.0.0.1', () => {
+  provider.listen(port, '127.0.0.1', () => {
+    console.log(`ready ${issuer}`);
+  });
 });

@@ -117,8 +117,10 @@ async def jwks(request: Request) -> Response:
 
 
 async def _jwks_bytes(ctx: AppContext) -> bytes:
-    # The key list is refreshed from the database every few seconds; keep that off the event loop.
-    return await run_in_threadpool(ctx.services.keys.jwks_bytes)
+    # Served from memory on the event loop; only the refresh from the database every few seconds runs in a worker
+    # thread (the hop to a thread cost more than the answer itself: bench/README.md).
+    cached = ctx.services.keys.fresh_jwks_bytes()
+    return cached if cached is not None else await run_in_threadpool(ctx.services.keys.jwks_bytes)
 
 
 routes = [

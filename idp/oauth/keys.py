@@ -173,6 +173,13 @@ class KeyStore:
         self.refresh(max_age=MIN_FORCED_REFRESH_SECONDS)
         return next((key for key in self._published if key.kid == kid), None)
 
+    def fresh_jwks_bytes(self) -> bytes | None:
+        """The JWKS document while the copy is fresh, without touching the database (so without a worker thread);
+        None when ``jwks_bytes`` must refresh it first."""
+        if time.monotonic() - self._loaded_at < REFRESH_SECONDS:
+            return self._jwks_bytes
+        return None
+
     def jwks_bytes(self) -> bytes:
         """The JWKS document, serialised once per refresh (it is fetched far more often than it changes)."""
         self.refresh()
