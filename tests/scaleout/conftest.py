@@ -318,8 +318,9 @@ class Browser:
                  reload_when_unavailable: bool = False) -> None:
         self.reload_when_unavailable = reload_when_unavailable
         self.unavailable: list[httpx.Response] = []
-        self.resent_gets = 0
         """503 answers this browser saw (and, with ``reload_when_unavailable``, repeated the request after)."""
+        self.resent: list[str] = []
+        """URLs of GETs sent again on a new connection after the first one was lost."""
         # English pages (the product's default is German): the tests read a few of their messages.
         self.http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False,
                                  headers={"accept-language": "en"})
@@ -351,7 +352,7 @@ class Browser:
                 # Browsers send an idempotent request again on a new connection (RFC 9110 9.2.2); a POST fails.
                 if method != "GET":
                     raise
-                self.resent_gets += 1
+                self.resent.append(url)
                 response = self.http.request(method, url, **kwargs)
             if response.status_code != 503:
                 return response
