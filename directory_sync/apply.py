@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from directory_sync.phones import apply_phones
 from directory_sync.plan import Plan, released_name
 from directory_sync.snapshot import Progress
 from idp import audit
@@ -110,6 +111,7 @@ def apply_plan(db: Session, services: Any, plan: Plan, *, now: datetime, progres
                    .values(disabled_reason=reason))
 
     _apply_groups(db, plan, now, progress)
+    apply_phones(db, plan, now)
 
 
 def _create_accounts(db: Session, plan: Plan, now: datetime, progress: Progress) -> None:

@@ -51,6 +51,33 @@ class Disable:
 
 
 @dataclass(frozen=True)
+class PhoneChange:
+    """One change to an account's directory-managed SMS factor (``sms_from_directory``)."""
+
+    external_id: str
+    username: str
+    user_id: int | None
+    """None for an account this run creates (its id is known only once it is written)."""
+    phone: str | None = None
+    """The new number (E.164) for a factor created or changed."""
+    factor_id: int | None = None
+    """The managed factor changed or removed."""
+    previous: str | None = None
+    """The number the factor had (changed or removed)."""
+    reason: str | None = None
+    """Why a factor is removed: ``number_removed``, ``invalid_number``, ``same_as_own`` (the user enrolled this
+    number themselves) or ``option_off``."""
+
+
+@dataclass(frozen=True)
+class PhoneRefusal:
+    """A directory number that makes no SMS factor, reported once per read of the entry."""
+
+    username: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class GroupState:
     """One group of the source as the database holds it, with its stored direct members."""
 
@@ -103,6 +130,12 @@ class Plan:
     memberships_checked: bool = False
     """Whether effective memberships were recomputed (skipped when no group and no account's DN, name or
     existence changed, as they cannot have changed then)."""
+    sms_creates: list[PhoneChange] = field(default_factory=list)
+    sms_updates: list[PhoneChange] = field(default_factory=list)
+    sms_removes: list[PhoneChange] = field(default_factory=list)
+    sms_refusals: list[PhoneRefusal] = field(default_factory=list)
+    sms_managed_before: int = 0
+    """SMS factors the source had made before the run (what the safety guard compares removals with)."""
     errors: list[str] = field(default_factory=list)
     user_names: dict[str, str] = field(default_factory=dict)
     """Username of every account by external id (to show memberships in a dry run)."""
@@ -116,9 +149,13 @@ class Plan:
     def memberships_changed(self) -> int:
         return len(self.member_adds) + len(self.member_removes)
 
+    @property
+    def sms_changed(self) -> int:
+        return len(self.sms_creates) + len(self.sms_updates) + len(self.sms_removes)
+
     def is_empty(self) -> bool:
         return not (self.creates or self.updates or self.disables or self.enables or self.deletes or self.releases
-                    or self.reasons or self.groups_changed or self.memberships_changed)
+                    or self.reasons or self.groups_changed or self.memberships_changed or self.sms_changed)
 
 
 def released_name(account: AccountState) -> str:

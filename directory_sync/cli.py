@@ -17,6 +17,7 @@ from sqlalchemy import select
 from directory_sync.engine import SyncReport, run_sync
 from directory_sync.plan import REMOVED, Plan
 from idp.db import read_only
+from idp.factors.sms import masked
 from idp.models import DirectorySyncRun
 
 EXIT_FAILED = 1
@@ -98,6 +99,12 @@ def describe_plan(plan: Plan) -> list[str]:
     for sign, pairs in (("+", plan.member_adds), ("-", plan.member_removes)):
         for group_name, username in sorted((plan.group_names.get(g, g), plan.user_names.get(u, u)) for g, u in pairs):
             lines.append(f"{sign} member   {group_name}: {username}")
+    for change in sorted(plan.sms_creates, key=lambda c: c.username):
+        lines.append(f"+ sms      {change.username}  {masked(change.phone or '')}")
+    for change in sorted(plan.sms_updates, key=lambda c: c.username):
+        lines.append(f"~ sms      {change.username}  {masked(change.previous or '')} -> {masked(change.phone or '')}")
+    for change in sorted(plan.sms_removes, key=lambda c: c.username):
+        lines.append(f"- sms      {change.username}  {masked(change.previous or '')}  ({change.reason})")
     return lines
 
 
@@ -106,7 +113,9 @@ def summary(report: SyncReport) -> str:
     counts = (f"{report.created} created, {report.updated} updated, {report.disabled} disabled, "
               f"{report.enabled} enabled, {report.deleted} deleted, {report.unchanged} unchanged, "
               f"{len(report.errors)} errors; groups {report.groups_changed} changed, memberships "
-              f"{report.memberships_changed} changed; {report.duration:.2f} s")
+              f"{report.memberships_changed} changed"
+              + (f"; SMS factors {report.sms_factors_changed} changed" if report.sms_factors_changed else "")
+              + f"; {report.duration:.2f} s")
     label = {"dry_run": "dry run, nothing written", "success": "done"}.get(report.status, report.status.upper())
     return f"{report.source} ({report.mode}{where}): {label}: {counts}"
 
@@ -117,7 +126,8 @@ def as_json(report: SyncReport) -> dict[str, Any]:
         "server": report.server, "created": report.created, "updated": report.updated, "disabled": report.disabled,
         "enabled": report.enabled, "deleted": report.deleted, "unchanged": report.unchanged, "read": report.read,
         "groups_changed": report.groups_changed, "memberships_changed": report.memberships_changed,
-        "errors": report.errors, "duration": round(report.duration, 3), "message": report.message,
+        "sms_factors_changed": report.sms_factors_changed, "errors": report.errors,
+        "duration": round(report.duration, 3), "message": report.message,
         "changes": describe_plan(report.plan) if report.dry_run and report.plan else None,
     }
 

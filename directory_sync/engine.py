@@ -62,6 +62,8 @@ class SyncReport:
     """Accounts read with every attribute (an incremental run reads only the changed ones)."""
     groups_changed: int = 0
     memberships_changed: int = 0
+    sms_factors_changed: int = 0
+    """Directory-managed SMS factors created, changed or removed (``sms_from_directory``)."""
     errors: list[str] = field(default_factory=list)
     duration: float = 0.0
     message: str | None = None
@@ -135,7 +137,8 @@ def _run(services: Any, source: DirectorySource, owner: str, *, full: bool, dry_
     try:
         if dry_run:
             with read_only(services.sessions) as db:
-                plan = build_plan(db, source.name, source.retention, snapshot, services.now())
+                plan = build_plan(db, source.name, source.retention, snapshot, services.now(),
+                                  **_phone_options(services, source))
             verdict = safety.check(plan, source.max_disable_share)
             _fill(report, plan)
             report.status = "dry_run"
@@ -146,7 +149,8 @@ def _run(services: Any, source: DirectorySource, owner: str, *, full: bool, dry_
             now = services.now()
             if not holds_lease(db, source.name, owner, now):
                 raise LeaseLost("the lease on this source expired and another process took it over")
-            plan = build_plan(db, source.name, source.retention, snapshot, now)
+            plan = build_plan(db, source.name, source.retention, snapshot, now,
+                              **_phone_options(services, source))
             _fill(report, plan)
             verdict = safety.check(plan, source.max_disable_share)
             if not verdict.allowed and not force:
@@ -170,6 +174,10 @@ def _run(services: Any, source: DirectorySource, owner: str, *, full: bool, dry_
         report.message = f"nothing was changed: {type(exc).__name__}: {str(exc)[:300]}"
         report.plan = None
         return _finish_failed(services, report, started, started_at, trigger)
+
+
+def _phone_options(services: Any, source: DirectorySource) -> dict[str, Any]:
+    return {"sms_from_directory": source.sms_from_directory, "sms_region": services.settings.sms.default_region}
 
 
 def _known_markers(db: Session, source: str, skipped: dict[str, Any] | None) -> dict[str, str | None]:
@@ -202,6 +210,7 @@ def _fill(report: SyncReport, plan: Plan) -> None:
     report.read = plan.read
     report.groups_changed = plan.groups_changed
     report.memberships_changed = plan.memberships_changed
+    report.sms_factors_changed = plan.sms_changed
     report.errors = list(plan.errors)
 
 
@@ -261,7 +270,7 @@ def _store(db: Session, report: SyncReport, started_at: datetime, now: datetime,
         db, "directory.sync", outcome="success" if report.status == "success" else "failure", source=report.source,
         mode=report.mode, status=report.status, trigger=trigger, forced=report.forced, created=report.created,
         updated=report.updated, disabled=report.disabled, enabled=report.enabled, deleted=report.deleted,
-        errors=len(report.errors), message=report.message, at=now,
+        sms_factors_changed=report.sms_factors_changed, errors=len(report.errors), message=report.message, at=now,
     )
 
 
@@ -270,7 +279,7 @@ def _finish_failed(services: Any, report: SyncReport, started: float, started_at
     report.status = "failed"
     report.duration = time.perf_counter() - started
     for name in ("created", "updated", "disabled", "enabled", "deleted", "unchanged", "groups_changed",
-                 "memberships_changed"):
+                 "memberships_changed", "sms_factors_changed"):
         setattr(report, name, 0)
     if report.dry_run:
         return report

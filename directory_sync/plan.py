@@ -11,7 +11,9 @@ safety guard, or applied. Rules it encodes:
 - entries that are disabled in the directory are not created (so that a deleted account is not re-created);
 - a username held by a local account or another source's is never taken over (the entry is reported as an
   error); one held by an account of this source that the directory no longer lists is released;
-- groups are matched by id as well; a group a role is granted to is emptied rather than deleted.
+- groups are matched by id as well; a group a role is granted to is emptied rather than deleted;
+- with ``sms_from_directory``, each account's directory-managed SMS factor follows its number
+  (``directory_sync.phones``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from directory_sync.changes import (
 )
 from directory_sync.entries import normalize_dn
 from directory_sync.groups import name_holders, plan_groups
+from directory_sync.phones import plan_phones
 from directory_sync.snapshot import Snapshot
 from idp.models import DirectoryAccount, User
 
@@ -63,7 +66,8 @@ def _expired(account: AccountState, retention: timedelta, now: datetime) -> bool
         and account.disabled_at + retention <= now
 
 
-def build_plan(db: Session, source: str, retention: timedelta, snapshot: Snapshot, now: datetime) -> Plan:
+def build_plan(db: Session, source: str, retention: timedelta, snapshot: Snapshot, now: datetime, *,
+               sms_from_directory: bool = False, sms_region: str = "DE") -> Plan:
     plan = Plan(source=source, mode=snapshot.mode, listed=len(snapshot.present), read=len(snapshot.users))
     plan.errors.extend(snapshot.errors)
     accounts = load_accounts(db, source)
@@ -77,6 +81,7 @@ def build_plan(db: Session, source: str, retention: timedelta, snapshot: Snapsho
     plan.skipped = {key: [presence.dn, presence.marker] for key, presence in snapshot.present.items()
                     if key not in mirrored}
     plan_groups(db, plan, source, accounts, snapshot, final_usernames)
+    plan_phones(db, plan, accounts, snapshot, enabled=sms_from_directory, region=sms_region)
     return plan
 
 

@@ -131,12 +131,16 @@ class SourceMapping:
 
     def fingerprint(self) -> str:
         """A hash of everything that decides what a run reads: when it changes, the next run must be full."""
-        decisive = {
+        decisive: dict[str, object] = {
             "preset": self.preset.name, "base_dn": self.source.base_dn, "user_filter": self.user_filter,
             "group_base_dn": self.group_base_dn, "group_filter": self.group_filter,
             "attributes": {key: list(value) for key, value in sorted(self.attributes.items())},
             "fine_marker": self.fine_marker,
         }
+        if self.source.sms_from_directory:
+            # Turning it on or off makes the next run full, so that every number is checked (and a number that
+            # makes no SMS factor is reported) at once. Off adds nothing: fingerprints from before stay valid.
+            decisive["sms_from_directory"] = True
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 

@@ -8,7 +8,9 @@ Each needs a sign-in within the last 5 minutes (``access.fresh``); a stale sessi
 and back to the factor's page. ``{kind}`` is ``totp``, ``sms`` or ``webauthn``; every query has the user in
 its WHERE clause, so another user's id answers 404 and changes nothing. Where the policy requires a second
 factor, the last usable one cannot be removed (the user would be locked out at the next sign-in, or left
-with only recovery codes); when the last factor of all goes, its recovery codes go with it.
+with only recovery codes); when the last factor of all goes, its recovery codes go with it. A phone the
+directory sync maintains (``sms_from_directory``) is shown but neither renamed nor removed: the directory
+decides where its codes go (the helpdesk reset removes it, and the next sync makes it again).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from idp.oauth.requests import RequestScope
 from idp.web import i18n
 from idp.web.context import AppContext, MalformedRequest, context_of, read_fields, row_id
 from idp.web.i18n import N_
+
+FROM_DIRECTORY = N_("This phone number comes from the directory of your organisation. Only your IT department "
+                    "can change or remove it there; it cannot be renamed or removed here.")
 
 LAST_FACTOR = N_("This is your last second factor, and your account requires one. Add another method first, "
                  "then remove this one.")
@@ -70,7 +75,8 @@ def _page(ctx: AppContext, scope: RequestScope, account: access.Account, factor:
         "account_factor.html", status=status, factor=factor, label=KIND_LABELS[factor.kind],
         created=account.when(factor.created_at), last_used=account.when(factor.last_used_at),
         url=_url(factor.kind, factor.id), removable=not _is_last(scope, account, factor), error=error,
-        last_factor=LAST_FACTOR, csrf_token=access.csrf_token(ctx, account),
+        last_factor=LAST_FACTOR, from_directory=factor.managed_by is not None,
+        from_directory_text=FROM_DIRECTORY, csrf_token=access.csrf_token(ctx, account),
     )
 
 
@@ -109,11 +115,23 @@ async def _change(request: Request, action: str) -> Response:
         refused = access.fresh(ctx, scope, request, account, return_to=_url(factor.kind, factor.id))
         if refused is not None:
             return refused
+        if factor.managed_by is not None:
+            # Only the directory changes where its codes go, whatever form is posted.
+            return _refuse_managed(ctx, scope, account, factor, action)
         if action == "rename":
             return _rename(ctx, scope, account, factor, access.clean_name(form.get("name", "")))
         return _remove(ctx, scope, account, factor)
 
     return await ctx.transaction(ctx.origin(request), work)
+
+
+def _refuse_managed(ctx: AppContext, scope: RequestScope, account: access.Account, factor: EnrolledFactor,
+                    action: str) -> Response:
+    user = account.user
+    audit.record(scope.db, "factor.renamed" if action == "rename" else "factor.removed", outcome="failure",
+                 origin=scope.origin, actor=user.sub, subject=user.username, kind=factor.kind, factor=factor.id,
+                 name=factor.name, reason="managed_by_directory", sid=account.session.sid, at=scope.now)
+    return _page(ctx, scope, account, factor, error=FROM_DIRECTORY, status=409)
 
 
 def _rename(ctx: AppContext, scope: RequestScope, account: access.Account, factor: EnrolledFactor,

@@ -81,7 +81,8 @@ async def account_page(request: Request) -> Response:
             return account
         factors = [
             {"kind": f.kind, "id": f.id, "label": KIND_LABELS[f.kind], "name": f.name, "detail": f.detail or "",
-             "created": account.when(f.created_at), "last_used": account.when(f.last_used_at)}
+             "created": account.when(f.created_at), "last_used": account.when(f.last_used_at),
+             "from_directory": f.managed_by is not None}
             for f in enrolled.factors_of(scope.db, account.user)
         ]
         return ctx.pages.render(

@@ -17,7 +17,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from directory_sync.scheduler import DirectoryScheduler
 from enrollment import routes as enrollment_routes
-from idp import metrics
+from idp import allocator, metrics
 from idp.admin import routes as admin_routes
 from idp.config import Settings
 from idp.login import routes as login_routes
@@ -174,6 +174,7 @@ def app_from_environment() -> Starlette:
     from idp.cli import configure_logging
     from idp.config import load_settings
 
+    allocator.return_large_blocks()
     settings = load_settings()
     configure_logging(settings)
     return create_app(settings)

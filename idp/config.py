@@ -488,6 +488,13 @@ class DirectorySource:
              "changes nothing (`idp sync ldap --force` overrides). `0.1` or `\"10%\"`.")
     retention: timedelta = _source_field(timedelta(days=30), "How long an account disabled by the sync is kept "
                                                              "(and restored if it comes back) before deletion.")
+    sms_from_directory: bool = _source_field(
+        False, "Maintain one SMS second factor per account from the directory's phone attribute (`phone` in the "
+               "mapping), confirmed without a code. Off by default: in Active Directory users can often edit "
+               "their own `mobile` and `telephoneNumber` (the Personal-Information property set), and trusting "
+               "such an attribute lets whoever has a stolen password choose where the second factor goes. Turn "
+               "it on only where the directory administrators alone maintain the attribute. A run that would "
+               "remove more than `max_disable_share` of these factors at once is refused like mass disables.")
 
     def read_bind_password(self) -> str | None:
         """The service account's password, read from ``bind_password_file`` at the moment it is needed."""
@@ -542,7 +549,7 @@ def _parse_source(entry: object, position: int) -> DirectorySource:
                 if bad:
                     raise ValueError(f"unknown attribute {', '.join(bad)} (known: {', '.join(DIRECTORY_ATTRIBUTES)})")
                 values[key] = tuple((name, _source_str_list(raw[name], f"attributes.{name}")) for name in raw)
-            elif key in {"start_tls", "allow_plaintext_bind"}:
+            elif key in {"start_tls", "allow_plaintext_bind", "sms_from_directory"}:
                 values[key] = _parse_bool(raw)
             elif key in {"interval", "full_interval", "timeout", "retention"}:
                 values[key] = parse_duration(raw)

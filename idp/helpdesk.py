@@ -53,8 +53,8 @@ def user_overview(db: Session, user: User, now: datetime) -> dict[str, Any]:
         "groups": sorted(group.name for group in user.groups),
         "roles": sorted(roles_of(db, user)),
         "factors": [
-            {"kind": f.kind, "id": f.id, "name": f.name, "detail": f.detail, "created_at": _iso(f.created_at),
-             "last_used_at": _iso(f.last_used_at)}
+            {"kind": f.kind, "id": f.id, "name": f.name, "detail": f.detail, "managed_by": f.managed_by,
+             "created_at": _iso(f.created_at), "last_used_at": _iso(f.last_used_at)}
             for f in enrolled.factors_of(db, user)
         ],
         "recovery_codes_remaining": recovery.remaining(db, user),

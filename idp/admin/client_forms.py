@@ -15,6 +15,7 @@ from typing import Any
 
 from idp.config import MFA_METHODS
 from idp.oauth.clients import SUPPORTED_GRANT_TYPES, SUPPORTED_ID_TOKEN_ALGS, SUPPORTED_SCOPES, ClientError, NewClient
+from idp.web.i18n import N_
 
 CONFIDENTIAL_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 ADMIN_ONLY = ("trusted", "access_token_lifetime", "refresh_token_lifetime")
@@ -32,7 +33,7 @@ def _seconds(fields: Mapping[str, str], name: str) -> int | None:
     if not text:
         return None
     if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise ClientError(f"{name} must be a number of seconds")
+        raise ClientError(N_("{name} must be a number of seconds", name=name))
     return int(text)
 
 
@@ -40,13 +41,13 @@ def _jwks(text: str) -> dict[str, Any] | None:
     if not text.strip():
         return None
     if len(text) > MAX_JWKS:
-        raise ClientError("the JWK set is longer than 64 KiB")
+        raise ClientError(N_("the JWK set is longer than 64 KiB"))
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ClientError(f"the JWK set is not valid JSON: {exc}") from exc
+        raise ClientError(N_("the JWK set is not valid JSON: {detail}", detail=str(exc))) from exc
     if not isinstance(value, dict):
-        raise ClientError("jwks must be a JWK set: an object with a list of keys")
+        raise ClientError(N_("jwks must be a JWK set: an object with a list of keys"))
     return value
 
 
@@ -55,12 +56,13 @@ def read_client(fields: Mapping[str, str], *, admin: bool, stored: NewClient | N
     ``stored`` (the client as it is), or their defaults for a new client."""
     public = fields.get("client_type") == "public"
     if fields.get("client_type") not in {"public", "confidential"}:
-        raise ClientError("choose whether the client is confidential or public")
+        raise ClientError(N_("choose whether the client is confidential or public"))
     method = "none"
     if not public:
         method = fields.get("token_endpoint_auth_method", "")
         if method not in CONFIDENTIAL_METHODS:
-            raise ClientError(f"choose the token endpoint authentication method: {', '.join(CONFIDENTIAL_METHODS)}")
+            raise ClientError(N_("choose the token endpoint authentication method: {methods}",
+                                 methods=", ".join(CONFIDENTIAL_METHODS)))
     alg = fields.get("id_token_signed_response_alg", "ES256")
     methods = [m for m in MFA_METHODS if fields.get(f"mfa_method_{m}")]
     new = NewClient(

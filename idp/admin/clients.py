@@ -38,7 +38,7 @@ from idp.oauth.clients import ClientError, NewClient, create_client, needs_secre
 from idp.oauth.requests import RequestScope
 from idp.web import themes
 from idp.web.context import AppContext, MalformedRequest, query_pairs
-from idp.web.i18n import N_
+from idp.web.i18n import N_, Text
 
 GRACE_CHOICES = {"": None, "1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7),
                  "30d": timedelta(days=30)}
@@ -169,7 +169,7 @@ def _theme_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def _form_page(ctx: AppContext, console: Console, *, row: Client | None, values: dict[str, Any],
-               error: str | None = None, status: int = 200) -> Response:
+               error: Text | None = None, status: int = 200) -> Response:
     return access.render(ctx, console, "admin/client_form.html", section="clients", status=status, row=row,
                          form=values, error=error, choices=client_forms.CHOICES, themes=_theme_choices(ctx),
                          admin=console.can(Action.MANAGE_ALL_CLIENTS), lifetimes=LIFETIME_CHOICES)
@@ -189,11 +189,13 @@ def _check_theme(ctx: AppContext, new: NewClient) -> None:
     if new.theme is None:
         return
     if new.theme not in themes.available():
-        raise ClientError(f"there is no theme {new.theme!r}")
+        raise ClientError(N_("there is no theme {theme}", theme=repr(new.theme)))
     try:
         ctx.pages.add_theme(new.theme)  # it must load now, not fail at the first sign-in
     except themes.ThemeError as exc:
-        raise ClientError(str(exc)) from exc
+        # The loader's detail (which theme, which file or TOML error) goes in as a value, as it is: it is for
+        # whoever fixes the theme, and names files and keys that no translation would make clearer.
+        raise ClientError(N_("the theme cannot be loaded: {detail}", detail=str(exc))) from exc
 
 
 def _create(ctx: AppContext, scope: RequestScope, request: Request, console: Console,
@@ -202,7 +204,8 @@ def _create(ctx: AppContext, scope: RequestScope, request: Request, console: Con
     try:
         new = client_forms.read_client(fields, admin=admin)
         _check_theme(ctx, new)
-        lifetime = _choice(LIFETIME_CHOICES, fields.get("secret_lifetime", ""), "secret lifetime")
+        lifetime = _choice(LIFETIME_CHOICES, fields.get("secret_lifetime", ""),
+                           N_("choose a secret lifetime from the list"))
         owners = [registry.owner_by_username(scope.db, name) for name in
                   dict.fromkeys(fields.get("owners", "").replace(",", " ").split())] if admin else []
         if admin:
@@ -215,7 +218,7 @@ def _create(ctx: AppContext, scope: RequestScope, request: Request, console: Con
             filed = registry.file_client(scope.db, ctx.services.hasher, new, console.user, scope.now)
             row, secret, auto = filed.row, filed.secret, filed.auto_approved
     except ClientError as exc:
-        return _form_page(ctx, console, row=None, values=client_forms.values_typed(fields), error=str(exc),
+        return _form_page(ctx, console, row=None, values=client_forms.values_typed(fields), error=exc.text,
                           status=400)
     if secret is not None and lifetime is not None:
         row.secret_expires_at = scope.now + lifetime
@@ -234,16 +237,16 @@ async def create(request: Request) -> Response:
     return await access.form(request, Action.CREATE_CLIENT, _create, return_to="/admin/clients/new")
 
 
-def _choice(choices: dict[str, timedelta | None], key: str, what: str) -> timedelta | None:
+def _choice(choices: dict[str, timedelta | None], key: str, refusal: Text) -> timedelta | None:
     if key not in choices:
-        raise ClientError(f"choose a {what} from the list")
+        raise ClientError(refusal)
     return choices[key]
 
 
 # --- detail and edit -------------------------------------------------------------------------------------------
 
 def _detail_page(ctx: AppContext, scope: RequestScope, console: Console, row: Client, *,
-                 notice: str | None = None, error: str | None = None, status: int = 200) -> Response:
+                 notice: str | None = None, error: Text | None = None, status: int = 200) -> Response:
     return access.render(
         ctx, console, "admin/client.html", section="clients", status=status, row=row,
         owners=registry.owners_of(scope.db, row), manage=can_manage_client(scope.db, console.user, console.roles, row),
@@ -276,10 +279,11 @@ def _save(ctx: AppContext, scope: RequestScope, console: Console, row: Client, f
             # An approved client's new URLs go through review unless they lie on an owner's allowed domains.
             unreviewed = registry.unreviewed_urls(scope.db, row, new, registry.owners_of(scope.db, row))
             if unreviewed:
-                raise ClientError(f"new addresses need an administrator's approval: {', '.join(unreviewed)}")
+                raise ClientError(N_("new addresses need an administrator's approval: {addresses}",
+                                      addresses=", ".join(unreviewed)))
         before, after = update_client(scope.db, ctx.services.hasher, row, new)
     except ClientError as exc:
-        return _form_page(ctx, console, row=row, values=client_forms.values_typed(fields), error=str(exc),
+        return _form_page(ctx, console, row=row, values=client_forms.values_typed(fields), error=exc.text,
                           status=400)
     if not admin and row.status == "declined":
         # The owner changed a declined request: it goes back to the administrators.
@@ -298,11 +302,12 @@ save = _client_form(_save)
 
 def _rotate(ctx: AppContext, scope: RequestScope, console: Console, row: Client, fields: dict[str, str]) -> Response:
     try:
-        grace = _choice(GRACE_CHOICES, fields.get("grace", ""), "grace period")
-        lifetime = _choice(LIFETIME_CHOICES, fields.get("secret_lifetime", ""), "secret lifetime")
+        grace = _choice(GRACE_CHOICES, fields.get("grace", ""), N_("choose a grace period from the list"))
+        lifetime = _choice(LIFETIME_CHOICES, fields.get("secret_lifetime", ""),
+                           N_("choose a secret lifetime from the list"))
         secret = registry.rotate_secret(row, ctx.services.hasher, scope.now, grace, lifetime=lifetime)
     except ClientError as exc:
-        return _detail_page(ctx, scope, console, row, error=str(exc), status=400)
+        return _detail_page(ctx, scope, console, row, error=exc.text, status=400)
     registry.audit_client(
         scope.db, "client.secret_rotated", row, actor=console.actor, origin=scope.origin, at=scope.now,
         grace_seconds=int(grace.total_seconds()) if grace else 0,
@@ -331,7 +336,7 @@ def _enable(ctx: AppContext, scope: RequestScope, console: Console, row: Client,
     try:
         changed = registry.enable_client(row, _who(console))
     except ClientError as exc:
-        return _detail_page(ctx, scope, console, row, error=str(exc), status=403)
+        return _detail_page(ctx, scope, console, row, error=exc.text, status=403)
     if changed:
         registry.audit_client(scope.db, "client.enabled", row, actor=console.actor, origin=scope.origin,
                               at=scope.now, disabled_by=previously)
@@ -363,7 +368,7 @@ def _add_owner(ctx: AppContext, scope: RequestScope, console: Console, row: Clie
     try:
         user = registry.owner_by_username(scope.db, fields.get("username", "").strip())
     except ClientError as exc:
-        return _detail_page(ctx, scope, console, row, error=str(exc), status=400)
+        return _detail_page(ctx, scope, console, row, error=exc.text, status=400)
     if registry.add_owner(scope.db, row, user):
         registry.audit_client(scope.db, "client.owner_added", row, actor=console.actor, origin=scope.origin,
                               at=scope.now, owner=user.username)
@@ -382,7 +387,7 @@ def _remove_owner(ctx: AppContext, scope: RequestScope, console: Console, row: C
     try:
         registry.remove_owner(scope.db, row, owner)
     except ClientError as exc:
-        return _detail_page(ctx, scope, console, row, error=str(exc), status=400)
+        return _detail_page(ctx, scope, console, row, error=exc.text, status=400)
     registry.audit_client(scope.db, "client.owner_removed", row, actor=console.actor, origin=scope.origin,
                           at=scope.now, owner=owner.username)
     if not can_manage_client(scope.db, console.user, console.roles, row):
@@ -415,7 +420,7 @@ def _review(approve: bool) -> ClientForm:
             else:
                 registry.decline_client(row, console.user.username, fields.get("comment"), scope.now)
         except ClientError as exc:
-            return _detail_page(ctx, scope, console, row, error=str(exc), status=400)
+            return _detail_page(ctx, scope, console, row, error=exc.text, status=400)
         registry.audit_client(scope.db, "client.approved" if approve else "client.declined", row,
                               actor=console.actor, origin=scope.origin, at=scope.now,
                               before={"status": before}, after={"status": row.status}, comment=row.review_comment)
@@ -431,7 +436,7 @@ decline = _client_form(_review(False), Action.MANAGE_ALL_CLIENTS)
 # --- allowed redirect domains per owner ------------------------------------------------------------------------
 
 def _domains_page(ctx: AppContext, scope: RequestScope, request: Request, console: Console, *,
-                  error: str | None = None, typed: dict[str, str] | None = None, status: int = 200) -> Response:
+                  error: Text | None = None, typed: dict[str, str] | None = None, status: int = 200) -> Response:
     rows = registry.owner_domain_rows(scope.db)
     return access.render(ctx, console, "admin/client_domains.html", section="clients", status=status, rows=rows,
                          error=error, typed=typed or {}, notice=_notice(request))
@@ -452,7 +457,7 @@ def _add_domain(ctx: AppContext, scope: RequestScope, request: Request, console:
         owner = registry.owner_by_username(scope.db, typed["username"].strip())
         added = registry.add_owner_domain(scope.db, owner, typed["domain"], scope.now)
     except ClientError as exc:
-        return _domains_page(ctx, scope, request, console, error=str(exc), typed=typed, status=400)
+        return _domains_page(ctx, scope, request, console, error=exc.text, typed=typed, status=400)
     if added is not None:
         registry.audit_client_domain(scope.db, "client.owner_domain_added", owner.username, added.domain,
                                      actor=console.actor, origin=scope.origin, at=scope.now)

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
-from idp import audit, metrics
+from idp import allocator, audit, metrics
 from idp.accounts.users import create_user, grant_role
 from idp.cli import clients, common, registration, roles, users
 from idp.cli.common import CommandError
@@ -88,8 +88,7 @@ WORKER_HEALTHCHECK_SECONDS = 30
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from idp.app import create_app
-
+    allocator.return_large_blocks()
     overrides = {"host": args.host, "port": args.port, "workers": args.workers}
     settings = load_settings(overrides={"server": overrides})
     configure_logging(settings)
@@ -113,6 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # uvicorn raises the SIGTERM it stopped on again once the requests in flight are done; that was the
             # stop asked for, so end with status 0 (as the parent of several workers does).
             signal.signal(signal.SIGTERM, _stopped)
+            from idp.app import create_app  # only here: with several workers, each imports it, not the parent
+
             uvicorn.run(create_app(services=services), **options)
             return 0
         # Each worker is a new process that builds the app from the environment: pass on what the command line

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from idp import audit
 from idp.accounts import users as accounts
@@ -66,7 +67,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
         users: list[dict[str, Any]] = [
             {"username": u.username, "sub": u.sub, "email": u.email, "name": u.display_name,
              "groups": sorted(g.name for g in u.groups), "active": u.is_active, "source": u.source}
-            for u in db.scalars(select(User).order_by(User.username))
+            for u in db.scalars(select(User).options(selectinload(User.groups)).order_by(User.username))
         ]
     if args.json:
         print(json.dumps(users))
@@ -94,6 +95,8 @@ def cmd_users_show(args: argparse.Namespace) -> int:
     print(f"  factors:        {len(info['factors'])}; recovery codes left: {info['recovery_codes_remaining']}")
     for f in info["factors"]:
         detail = f" ({f['detail']})" if f["detail"] else ""
+        if f["managed_by"]:
+            detail += f", from directory {f['managed_by']}"
         print(f"    {f['kind']:<9} {f['name']}{detail}, added {f['created_at']}, last used {f['last_used_at'] or '-'}")
     print(f"  sessions:       {len(info['sessions'])}")
     for sess in info["sessions"]:

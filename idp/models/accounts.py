@@ -42,7 +42,8 @@ class User(Base):
     mfa_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """When the helpdesk last removed all second factors: the grace period for enrollment counts from here."""
 
-    groups: Mapped[list[Group]] = relationship(secondary="group_members", back_populates="members", lazy="selectin")
+    groups: Mapped[list[Group]] = relationship(secondary="group_members", back_populates="members")
+    """Loaded when read (the groups claim, a group policy, the console): most sign-in steps need none."""
 
     @property
     def is_active(self) -> bool:

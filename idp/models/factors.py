@@ -48,6 +48,10 @@ class SmsFactor(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    managed_by: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The directory source that maintains this factor from its phone attribute (``sms_from_directory``), or
+    None for a phone the user enrolled. A managed factor is created, changed and removed only by the sync; the
+    user can neither rename nor remove it."""
 
 
 class SmsChallenge(Base):

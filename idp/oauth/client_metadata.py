@@ -27,6 +27,7 @@ from idp.oauth.clients import (
     ClientError,
     NewClient,
 )
+from idp.texts import N_
 
 SELF_SERVICE_GRANTS = ("authorization_code", "refresh_token")
 """Grant types a registration may ask for; ``client_credentials`` (access without a user) needs an admin."""
@@ -72,7 +73,8 @@ def _text(data: Mapping[str, Any], name: str, max_length: int = 255) -> str | No
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > max_length or _has_control(value):
-        raise ClientError(f"{name} must be a string of 1 to {max_length} printable characters")
+        raise ClientError(N_("{name} must be a string of 1 to {max_length} printable characters", name=name,
+                             max_length=max_length))
     return value
 
 
@@ -82,10 +84,12 @@ def _text_list(data: Mapping[str, Any], name: str, *, max_items: int = MAX_URIS,
     if value is None:
         return None
     if not isinstance(value, list) or len(value) > max_items:
-        raise ClientError(f"{name} must be a list of at most {max_items} strings", error)
+        raise ClientError(N_("{name} must be a list of at most {max_items} strings", name=name, max_items=max_items),
+                          error)
     for item in value:
         if not isinstance(item, str) or not item or len(item) > max_length or _has_control(item):
-            raise ClientError(f"{name} must hold strings of 1 to {max_length} printable characters", error)
+            raise ClientError(N_("{name} must hold strings of 1 to {max_length} printable characters", name=name,
+                                 max_length=max_length), error)
     return list(dict.fromkeys(value))
 
 
@@ -103,7 +107,7 @@ def _split(uri: str, name: str, error: str = "invalid_client_metadata") -> Split
         parts = urlsplit(uri)
         parts.port  # noqa: B018 -- raises ValueError for a port that is not a number or out of range
     except ValueError as exc:
-        raise ClientError(f"{name}: {uri!r} is not a URL", error) from exc
+        raise ClientError(N_("{name}: {uri} is not a URL", name=name, uri=repr(uri)), error) from exc
     return parts
 
 
@@ -131,9 +135,9 @@ def _public_https(data: Mapping[str, Any], name: str) -> str | None:
     parts = _split(value, name)
     if (parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or parts.fragment
             or any(ch.isspace() for ch in value)):
-        raise ClientError(f"{name} must be an absolute https URL without user information or fragment")
+        raise ClientError(N_("{name} must be an absolute https URL without user information or fragment", name=name))
     if _internal_host(parts.hostname.lower()):
-        raise ClientError(f"{name} must not point at a loopback, link-local or private address")
+        raise ClientError(N_("{name} must not point at a loopback, link-local or private address", name=name))
     return value
 
 
@@ -143,36 +147,36 @@ def _jwks(data: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     keys = value.get("keys") if isinstance(value, dict) else None
     if not isinstance(keys, list) or not keys or len(keys) > 20 or not all(isinstance(k, dict) for k in keys):
-        raise ClientError("jwks must be a JWK set: an object with a list of 1 to 20 keys")
+        raise ClientError(N_("jwks must be a JWK set: an object with a list of 1 to 20 keys"))
     for key in keys:
         if not isinstance(key.get("kty"), str) or key["kty"] not in {"RSA", "EC"}:
-            raise ClientError("jwks may hold only RSA and EC public keys")
+            raise ClientError(N_("jwks may hold only RSA and EC public keys"))
         if _PRIVATE_JWK_MEMBERS & set(key):
-            raise ClientError("jwks must hold public keys only: a private key was sent")
+            raise ClientError(N_("jwks must hold public keys only: a private key was sent"))
     try:
         KeySet.import_key_set({"keys": keys})
     except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise ClientError("jwks holds a key that cannot be read") from exc
+        raise ClientError(N_("jwks holds a key that cannot be read")) from exc
     return {"keys": keys}
 
 
 def _bool(data: Mapping[str, Any], name: str) -> bool | None:
     value = data.get(name)
     if value is not None and not isinstance(value, bool):
-        raise ClientError(f"{name} must be true or false")
+        raise ClientError(N_("{name} must be true or false", name=name))
     return value
 
 
 def _reject_reserved(data: Mapping[str, Any], *, updating: bool) -> None:
     reserved = sorted(ADMIN_ONLY_FIELDS & set(data))
     if reserved:
-        raise ClientError(f"{', '.join(reserved)} can only be set by an administrator")
+        raise ClientError(N_("{fields} can only be set by an administrator", fields=", ".join(reserved)))
     assigned = SERVER_ASSIGNED_FIELDS - ({"client_id", "client_secret"} if updating else set())
     sent = sorted(assigned & set(data))
     if sent:
-        raise ClientError(f"{', '.join(sent)} is assigned by the server, not sent by the client")
+        raise ClientError(N_("{fields} is assigned by the server, not sent by the client", fields=", ".join(sent)))
     if data.get("software_statement") is not None:
-        raise ClientError("software statements are not accepted here", "unapproved_software_statement")
+        raise ClientError(N_("software statements are not accepted here"), "unapproved_software_statement")
 
 
 def _unstorable(value: Any) -> bool:
@@ -198,39 +202,41 @@ def read_metadata(data: Mapping[str, Any], current: Client | None = None) -> Met
     the RFC 7591 error code. An update replaces the metadata: omitted fields take their defaults (RFC 7592, 2.2),
     except ``scope``, which then stays as it was (a default could only widen it)."""
     if _unstorable(data):
-        raise ClientError("the metadata contains a NUL character or text that is not UTF-8")
+        raise ClientError(N_("the metadata contains a NUL character or text that is not UTF-8"))
     _reject_reserved(data, updating=current is not None)
     name = _text(data, "client_name")
     if name is None:
-        raise ClientError("client_name is required: administrators must see which application this is")
+        raise ClientError(N_("client_name is required: administrators must see which application this is"))
 
     method = _text(data, "token_endpoint_auth_method", 64) or "client_secret_basic"
     if method not in SUPPORTED_AUTH_METHODS:
-        raise ClientError(f"token_endpoint_auth_method must be one of {', '.join(SUPPORTED_AUTH_METHODS)}")
+        raise ClientError(N_("token_endpoint_auth_method must be one of {methods}",
+                             methods=", ".join(SUPPORTED_AUTH_METHODS)))
 
     grant_types = _text_list(data, "grant_types", max_items=len(SUPPORTED_GRANT_TYPES) + 2, max_length=64)
     if grant_types is None:
         grant_types = ["authorization_code"]  # RFC 7591, 2
     unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
     if unknown:
-        raise ClientError(f"unsupported grant type {unknown[0]!r}")
+        raise ClientError(N_("unsupported grant type {grant}", grant=repr(unknown[0])))
     response_types = _text_list(data, "response_types", max_items=4, max_length=64)
     if response_types is not None and response_types != ["code"]:
-        raise ClientError("response_types must be [\"code\"] (the authorization code flow)")
+        raise ClientError(N_("response_types must be [\"code\"] (the authorization code flow)"))
 
     scope = _text(data, "scope", 1000)
     if scope is not None and not all(s in SUPPORTED_SCOPES for s in scope.split()):
-        raise ClientError(f"scope may hold only {' '.join(SUPPORTED_SCOPES)}")
+        raise ClientError(N_("scope may hold only {scopes}", scopes=" ".join(SUPPORTED_SCOPES)))
 
     alg = _text(data, "id_token_signed_response_alg", 16) or DEFAULT_ID_TOKEN_ALG
     if alg not in SUPPORTED_ID_TOKEN_ALGS:
-        raise ClientError(f"id_token_signed_response_alg must be one of {', '.join(SUPPORTED_ID_TOKEN_ALGS)}")
+        raise ClientError(N_("id_token_signed_response_alg must be one of {algs}",
+                             algs=", ".join(SUPPORTED_ID_TOKEN_ALGS)))
     subject_type = _text(data, "subject_type", 16)
     if subject_type not in (None, "public"):
-        raise ClientError("subject_type must be public (pairwise identifiers are not offered)")
+        raise ClientError(N_("subject_type must be public (pairwise identifiers are not offered)"))
     application_type = _text(data, "application_type", 16) or "web"
     if application_type not in APPLICATION_TYPES:
-        raise ClientError("application_type must be web or native")
+        raise ClientError(N_("application_type must be web or native"))
 
     new = NewClient(
         name=name,
@@ -258,7 +264,7 @@ def _extra(data: Mapping[str, Any], application_type: str) -> dict[str, Any]:
     contacts = _text_list(data, "contacts", max_items=MAX_CONTACTS, max_length=254)
     if contacts is not None:
         if not all("@" in c and not any(ch.isspace() for ch in c) for c in contacts):
-            raise ClientError("contacts must be e-mail addresses")
+            raise ClientError(N_("contacts must be e-mail addresses"))
         extra["contacts"] = contacts
     for name in INFO_URI_FIELDS:
         uri = _public_https(data, name)
@@ -277,27 +283,30 @@ def _extra(data: Mapping[str, Any], application_type: str) -> dict[str, Any]:
 def _check_registration(new: NewClient) -> None:
     widened = [g for g in new.grant_types if g not in SELF_SERVICE_GRANTS]
     if widened:
-        raise ClientError(f"grant type {widened[0]!r} is granted by an administrator, not through registration")
+        raise ClientError(N_("grant type {grant} is granted by an administrator, not through registration",
+                             grant=repr(widened[0])))
     if "authorization_code" not in new.grant_types:
-        raise ClientError("a registered client signs users in: grant_types must include authorization_code")
+        raise ClientError(N_("a registered client signs users in: grant_types must include authorization_code"))
 
 
 def _check_update(new: NewClient, current: Client) -> None:
     """An update may keep or narrow what the client may do; it never widens it (RFC 7592 leaves this to us)."""
     method = new.token_endpoint_auth_method
     if current.is_public != (method == "none"):
-        raise ClientError("a client cannot change between public and confidential: register a new client")
+        raise ClientError(N_("a client cannot change between public and confidential: register a new client"))
     if current.token_endpoint_auth_method == "private_key_jwt" and method in SECRET_AUTH_METHODS:
-        raise ClientError("a client that signs with its key cannot fall back to a client secret")
+        raise ClientError(N_("a client that signs with its key cannot fall back to a client secret"))
     added = [g for g in new.grant_types if g not in current.grant_types]
     if added:
-        raise ClientError(f"grant type {added[0]!r} was not granted to this client; ask an administrator")
+        raise ClientError(N_("grant type {grant} was not granted to this client; ask an administrator",
+                             grant=repr(added[0])))
     had = set(current.scope.split())
     wider = [s for s in new.scope.split() if s not in had]
     if wider:
-        raise ClientError(f"scope {wider[0]!r} was not granted to this client; ask an administrator")
+        raise ClientError(N_("scope {scope} was not granted to this client; ask an administrator",
+                             scope=repr(wider[0])))
     if not new.grant_types:
-        raise ClientError("grant_types must not be empty")
+        raise ClientError(N_("grant_types must not be empty"))
 
 
 SELF_SERVICE_FIELDS = frozenset({

@@ -47,6 +47,7 @@ from idp.oauth.clients import (
     new_client_secret,
     split_url,
 )
+from idp.texts import N_
 
 APP_OWNER_ROLE = "app-owner"  # idp.admin.roles.APP_OWNER; not imported to keep idp.oauth free of the console
 MAX_GRACE = timedelta(days=30)
@@ -66,11 +67,12 @@ def rotate_secret(row: Client, hasher: KeyedHasher, now: datetime, grace: timede
     application can be switched over without downtime; without it the old secret stops at once. ``lifetime``
     sets the new secret's expiry (None: it does not expire)."""
     if row.token_endpoint_auth_method not in SECRET_AUTH_METHODS:
-        raise ClientError(f"a client that authenticates with {row.token_endpoint_auth_method!r} has no secret")
+        raise ClientError(N_("a client that authenticates with {method} has no secret",
+                             method=repr(row.token_endpoint_auth_method)))
     if grace is not None and not timedelta(0) < grace <= MAX_GRACE:
-        raise ClientError(f"the grace period must be longer than 0 and at most {MAX_GRACE.days} days")
+        raise ClientError(N_("the grace period must be longer than 0 and at most {days} days", days=MAX_GRACE.days))
     if lifetime is not None and lifetime <= timedelta(0):
-        raise ClientError("a secret's lifetime must be positive")
+        raise ClientError(N_("a secret's lifetime must be positive"))
     old_works = row.secret_hash is not None and (row.secret_expires_at is None or row.secret_expires_at > now)
     if grace is not None and old_works:
         until = now + grace
@@ -126,7 +128,7 @@ def enable_client(row: Client, by: Who) -> bool:
     if row.disabled_at is None:
         return False
     if by == "owner" and row.disabled_by != "owner":
-        raise ClientError("an administrator disabled this client; only an administrator can enable it again")
+        raise ClientError(N_("an administrator disabled this client; only an administrator can enable it again"))
     row.disabled_at, row.disabled_by = None, None
     return True
 
@@ -165,11 +167,11 @@ def owner_by_username(db: Session, username: str) -> User:
     """The user named ``username`` if they may own clients (an active account with the app-owner role)."""
     user = find_user(db, username) if username and len(username) <= 255 else None
     if user is None:
-        raise ClientError(f"no user {username!r}")
+        raise ClientError(N_("no user {username}", username=repr(username)))
     if not user.is_active:
-        raise ClientError(f"user {user.username!r} is disabled")
+        raise ClientError(N_("user {username} is disabled", username=repr(user.username)))
     if APP_OWNER_ROLE not in roles_of(db, user):
-        raise ClientError(f"user {user.username!r} does not have the app-owner role")
+        raise ClientError(N_("user {username} does not have the app-owner role", username=repr(user.username)))
     return user
 
 
@@ -196,7 +198,7 @@ def remove_owner(db: Session, row: Client, user: User) -> bool:
     if link is None:
         return False
     if filed_by_owner(row) and len(owners_of(db, row)) <= 1:
-        raise ClientError("the client needs at least one owner; add another owner first")
+        raise ClientError(N_("the client needs at least one owner; add another owner first"))
     db.delete(link)
     db.flush()
     return True
@@ -214,9 +216,10 @@ def normalize_domain(domain: str) -> str:
     try:
         value = value.encode("idna").decode("ascii")
     except UnicodeError as exc:
-        raise ClientError(f"{domain!r} is not a host name") from exc
+        raise ClientError(N_("{domain} is not a host name", domain=repr(domain))) from exc
     if not _DOMAIN.fullmatch(value):
-        raise ClientError(f"{domain!r} is not a host name with at least two labels (like apps.musterstadt.de)")
+        raise ClientError(N_("{domain} is not a host name with at least two labels (like apps.musterstadt.de)",
+                             domain=repr(domain)))
     return value
 
 
@@ -297,7 +300,7 @@ def file_client(db: Session, hasher: KeyedHasher, new: NewClient, owner: User, n
     auto = auto_approvable(db, owner, row)
     if auto:
         row.status, row.reviewed_at = "active", now
-        row.review_comment = "approved automatically: every URL is on an allowed domain of the owner"
+        row.review_comment = N_("approved automatically: every URL is on an allowed domain of the owner")
     else:
         row.status = "requested"
     return Filed(row, secret, auto)
@@ -306,7 +309,7 @@ def file_client(db: Session, hasher: KeyedHasher, new: NewClient, owner: User, n
 def approve_client(row: Client, reviewer: str, comment: str | None, now: datetime) -> None:
     """An administrator approves a requested (or earlier declined) client: it becomes usable."""
     if row.status not in {"requested", "declined"}:
-        raise ClientError("only a requested or declined client can be approved")
+        raise ClientError(N_("only a requested or declined client can be approved"))
     row.status = "active"
     row.reviewed_by, row.reviewed_at, row.review_comment = reviewer, now, _comment(comment)
 
@@ -314,10 +317,10 @@ def approve_client(row: Client, reviewer: str, comment: str | None, now: datetim
 def decline_client(row: Client, reviewer: str, comment: str | None, now: datetime) -> None:
     """An administrator declines a requested client, saying why (the owner reads the comment)."""
     if row.status != "requested":
-        raise ClientError("only a requested client can be declined")
+        raise ClientError(N_("only a requested client can be declined"))
     text = _comment(comment)
     if text is None:
-        raise ClientError("say why the request is declined (a comment is required)")
+        raise ClientError(N_("say why the request is declined (a comment is required)"))
     row.status = "declined"
     row.reviewed_by, row.reviewed_at, row.review_comment = reviewer, now, text
 
@@ -325,7 +328,7 @@ def decline_client(row: Client, reviewer: str, comment: str | None, now: datetim
 def _comment(comment: str | None) -> str | None:
     text = (comment or "").strip()
     if len(text) > 2000:
-        raise ClientError("the comment is longer than 2000 characters")
+        raise ClientError(N_("the comment is longer than 2000 characters"))
     return text or None
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from idp.config import MFA_METHODS
 from idp.crypto import KeyedHasher, random_token
 from idp.models import Client
+from idp.texts import N_, Text, english
 
 SUPPORTED_SCOPES = ("openid", "profile", "email", "groups", "offline_access")
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -31,10 +32,14 @@ SUPPORTED_ID_TOKEN_ALGS = ("ES256", "RS256")
 
 
 class ClientError(ValueError):
-    """Client metadata that cannot be registered; ``error`` is the RFC 7591 error code."""
+    """Client metadata that cannot be registered; ``error`` is the RFC 7591 error code.
 
-    def __init__(self, message: str, error: str = "invalid_client_metadata") -> None:
-        super().__init__(message)
+    ``text`` is the message marked with ``N_()``: the console shows it in the reader's language. ``str()`` is
+    its English text, the ``error_description`` of ``/register`` (RFC 7591, 3.2.2) and what the CLI prints."""
+
+    def __init__(self, message: Text, error: str = "invalid_client_metadata") -> None:
+        super().__init__(english(message))
+        self.text = message
         self.error = error
 
 
@@ -62,35 +67,37 @@ _UNREADABLE = SplitResult("", "", "", "", "")
 def validate_redirect_uri(uri: str, *, public: bool) -> None:
     """Registration rules: absolute, no fragment, no wildcard; https, loopback http, or (public) a custom scheme."""
     if not uri or len(uri) > 2000 or any(ch.isspace() for ch in uri):
-        raise ClientError(f"redirect URI {uri!r} is empty, too long or contains white space", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} is empty, too long or contains white space", uri=repr(uri)),
+                          "invalid_redirect_uri")
     parts = split_url(uri) or _UNREADABLE
     if not parts.scheme:
-        raise ClientError(f"redirect URI {uri!r} is not absolute", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} is not absolute", uri=repr(uri)), "invalid_redirect_uri")
     if "#" in uri:
-        raise ClientError(f"redirect URI {uri!r} has a fragment", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} has a fragment", uri=repr(uri)), "invalid_redirect_uri")
     if "*" in uri:
-        raise ClientError(f"redirect URI {uri!r} has a wildcard", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} has a wildcard", uri=repr(uri)), "invalid_redirect_uri")
     if "@" in parts.netloc:
         # user:password@host is credentials in a URL, or a way to make one host look like another.
-        raise ClientError(f"redirect URI {uri!r} must not contain user information", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} must not contain user information", uri=repr(uri)),
+                          "invalid_redirect_uri")
     scheme = parts.scheme.lower()
     if scheme in {"javascript", "data", "file", "vbscript"}:
-        raise ClientError(f"redirect URI {uri!r} uses a forbidden scheme", "invalid_redirect_uri")
+        raise ClientError(N_("redirect URI {uri} uses a forbidden scheme", uri=repr(uri)), "invalid_redirect_uri")
     if scheme == "https":
         if not parts.hostname:
-            raise ClientError(f"redirect URI {uri!r} has no host", "invalid_redirect_uri")
+            raise ClientError(N_("redirect URI {uri} has no host", uri=repr(uri)), "invalid_redirect_uri")
         return
     if scheme == "http":
         if _is_loopback_host(parts.hostname):
             return
-        raise ClientError(f"redirect URI {uri!r} must use https (http only for 127.0.0.1 or [::1])",
+        raise ClientError(N_("redirect URI {uri} must use https (http only for 127.0.0.1 or [::1])", uri=repr(uri)),
                           "invalid_redirect_uri")
     if not public:
-        raise ClientError(f"redirect URI {uri!r}: custom schemes are only for public native clients",
+        raise ClientError(N_("redirect URI {uri}: custom schemes are only for public native clients", uri=repr(uri)),
                           "invalid_redirect_uri")
     if "." not in scheme:
         # RFC 8252 7.1: private-use schemes are reverse domain names, e.g. de.musterstadt.app
-        raise ClientError(f"redirect URI {uri!r}: a custom scheme must be a reverse domain name",
+        raise ClientError(N_("redirect URI {uri}: a custom scheme must be a reverse domain name", uri=repr(uri)),
                           "invalid_redirect_uri")
 
 
@@ -162,39 +169,39 @@ def _check_mfa_methods(methods: list[str] | None) -> None:
         return
     unknown = [m for m in methods if m not in MFA_METHODS]
     if unknown or not methods:
-        raise ClientError(f"mfa_methods must be a non-empty list of {', '.join(MFA_METHODS)}")
+        raise ClientError(N_("mfa_methods must be a non-empty list of {methods}", methods=", ".join(MFA_METHODS)))
 
 
 def _check(new: NewClient) -> str:
     if not new.name.strip() or len(new.name) > 255:
-        raise ClientError("a client needs a name of at most 255 characters")
+        raise ClientError(N_("a client needs a name of at most 255 characters"))
     method = new.token_endpoint_auth_method or ("none" if new.public else "client_secret_basic")
     if method not in SUPPORTED_AUTH_METHODS:
-        raise ClientError(f"unsupported token_endpoint_auth_method {method!r}")
+        raise ClientError(N_("unsupported token_endpoint_auth_method {method}", method=repr(method)))
     if new.public != (method == "none"):
-        raise ClientError("public clients authenticate with 'none', confidential clients never do")
+        raise ClientError(N_("public clients authenticate with 'none', confidential clients never do"))
     if method == "private_key_jwt" and not (new.jwks or new.jwks_uri):
-        raise ClientError("private_key_jwt needs jwks or jwks_uri")
+        raise ClientError(N_("private_key_jwt needs jwks or jwks_uri"))
     if new.jwks and new.jwks_uri:
-        raise ClientError("jwks and jwks_uri must not both be given (RFC 7591, 2)")
+        raise ClientError(N_("jwks and jwks_uri must not both be given (RFC 7591, 2)"))
     if new.jwks is not None and not (isinstance(new.jwks, dict) and isinstance(new.jwks.get("keys"), list)
                                      and all(isinstance(key, dict) for key in new.jwks["keys"])):
-        raise ClientError("jwks must be a JWK set: an object with a list of keys")
+        raise ClientError(N_("jwks must be a JWK set: an object with a list of keys"))
     if new.jwks_uri:
         keys_at = split_url(new.jwks_uri) or _UNREADABLE
         if keys_at.scheme not in {"https", "http"} or not keys_at.hostname or "@" in keys_at.netloc:
-            raise ClientError("jwks_uri must be an absolute https URL")
+            raise ClientError(N_("jwks_uri must be an absolute https URL"))
         if keys_at.scheme == "http" and not _is_loopback_host(keys_at.hostname):
             # As for back-channel logout: plain http only to a service on this machine (RFC 7591 registration,
             # open to app owners, refuses loopback and private addresses altogether: idp.oauth.client_metadata).
-            raise ClientError("jwks_uri must use https (http only for loopback)")
+            raise ClientError(N_("jwks_uri must use https (http only for loopback)"))
     for grant in new.grant_types:
         if grant not in SUPPORTED_GRANT_TYPES:
-            raise ClientError(f"unsupported grant type {grant!r}")
+            raise ClientError(N_("unsupported grant type {grant}", grant=repr(grant)))
     if new.public and "client_credentials" in new.grant_types:
-        raise ClientError("a public client cannot use client_credentials")
+        raise ClientError(N_("a public client cannot use client_credentials"))
     if "authorization_code" in new.grant_types and not new.redirect_uris:
-        raise ClientError("the authorization_code grant needs at least one redirect URI", "invalid_redirect_uri")
+        raise ClientError(N_("the authorization_code grant needs at least one redirect URI"), "invalid_redirect_uri")
     for uri in new.redirect_uris:
         validate_redirect_uri(uri, public=new.public)
     for uri in new.post_logout_redirect_uris:
@@ -202,20 +209,21 @@ def _check(new: NewClient) -> str:
     if new.backchannel_logout_uri:
         parts = split_url(new.backchannel_logout_uri) or _UNREADABLE
         if parts.scheme not in {"https", "http"} or not parts.hostname or parts.fragment:
-            raise ClientError("backchannel_logout_uri must be an absolute http(s) URL without fragment")
+            raise ClientError(N_("backchannel_logout_uri must be an absolute http(s) URL without fragment"))
         if parts.scheme == "http" and not _is_loopback_host(parts.hostname):
-            raise ClientError("backchannel_logout_uri must use https (http only for loopback)")
+            raise ClientError(N_("backchannel_logout_uri must use https (http only for loopback)"))
     unknown = set(scope_to_list(new.scope) or []) - set(SUPPORTED_SCOPES)
     if unknown:
-        raise ClientError(f"unsupported scopes {sorted(unknown)}")
+        raise ClientError(N_("unsupported scopes {scopes}", scopes=str(sorted(unknown))))
     if new.id_token_signed_response_alg not in SUPPORTED_ID_TOKEN_ALGS:
-        raise ClientError(f"id_token_signed_response_alg must be one of {', '.join(SUPPORTED_ID_TOKEN_ALGS)}")
+        raise ClientError(N_("id_token_signed_response_alg must be one of {algs}",
+                             algs=", ".join(SUPPORTED_ID_TOKEN_ALGS)))
     _check_mfa_methods(new.mfa_methods)
     if new.logo_uri:
         logo = split_url(new.logo_uri) or _UNREADABLE
         if (logo.scheme != "https" or not logo.hostname or "@" in logo.netloc or len(new.logo_uri) > 2000
                 or any(ch.isspace() for ch in new.logo_uri)):
-            raise ClientError("logo_uri must be an absolute https URL")
+            raise ClientError(N_("logo_uri must be an absolute https URL"))
     _check_lifetime("access_token_lifetime", new.access_token_lifetime, ACCESS_TOKEN_LIFETIME_RANGE)
     _check_lifetime("refresh_token_lifetime", new.refresh_token_lifetime, REFRESH_TOKEN_LIFETIME_RANGE)
     return method
@@ -231,7 +239,8 @@ def _check_lifetime(name: str, value: int | None, bounds: tuple[int, int]) -> No
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
-        raise ClientError(f"{name} must be between {bounds[0]} and {bounds[1]} seconds")
+        raise ClientError(N_("{name} must be between {low} and {high} seconds",
+                             name=name, low=bounds[0], high=bounds[1]))
 
 
 def new_client_secret() -> str:
@@ -328,7 +337,8 @@ def _check_theme(theme: str | None) -> str | None:
     if theme is None or theme == "":
         return None
     if not THEME_NAME.fullmatch(theme):
-        raise ClientError(f"theme {theme!r} is not a theme name (lower-case letters, digits, - and _)")
+        raise ClientError(N_("theme {theme} is not a theme name (lower-case letters, digits, - and _)",
+                             theme=repr(theme)))
     return theme
 
 
@@ -338,7 +348,7 @@ def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, An
     decides"), which is what they mean."""
     unknown = set(changes) - set(POLICY_FIELDS)
     if unknown:
-        raise ClientError(f"cannot update {sorted(unknown)}")
+        raise ClientError(N_("cannot update {fields}", fields=str(sorted(unknown))))
     normalized = dict(changes)
     if "require_mfa" in normalized:
         normalized["require_mfa"] = True if normalized["require_mfa"] else None
@@ -365,6 +375,11 @@ def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, An
 def find_client(db: Session, client_id: str) -> Client | None:
     if not client_id or len(client_id) > 64 or "\x00" in client_id:
         return None  # a NUL (e.g. from a Basic header) would fail in PostgreSQL as a 500; no client id has one
+    for row in db.identity_map.values():
+        # A sign-in step looks its client up several times in one transaction (authlib, the page, the audit
+        # record); the row this transaction already read is the same row, without another round trip.
+        if isinstance(row, Client) and row.client_id == client_id and row not in db.deleted:
+            return row
     return db.scalar(select(Client).where(Client.client_id == client_id))
 
 

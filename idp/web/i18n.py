@@ -6,8 +6,10 @@ templates' ``_()`` and ``translate`` read: the ``ui_locales`` of the sign-in the
 switcher (cookie ``idp_lang``), then ``Accept-Language``, then German.
 
 Texts that Python code hands to a page (error titles, messages) are marked with ``N_()`` for extraction and
-translated when the page is rendered, never hard-wired in a language. ``N_()`` with keyword arguments keeps
-them as placeholders (``N_("We sent a code to {phone}.", phone=...)``), so that a translation can move them.
+translated when the page is rendered (``render``, the ``translate`` filter), never hard-wired in a language.
+``N_()`` with keyword arguments keeps them as placeholders (``N_("We sent a code to {phone}.", phone=...)``), so
+that a translation can move them. ``N_``, ``Message`` and ``Text`` live in ``idp.texts``, which domain code
+without web (``idp.oauth``) imports too; ``str()`` of a message is its English text, a page shows ``render()``.
 
 The catalogs are read from their ``.po`` files and compiled in memory at start (Babel): a fresh clone needs
 no build step, and a stale ``.mo`` cannot exist.
@@ -17,17 +19,19 @@ from __future__ import annotations
 
 import gettext as gettext_module
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
-from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from idp.texts import N_ as N_  # re-exported: marked texts are made in idp.texts (no web there), translated here
+from idp.texts import Message as Message
+from idp.texts import Text as Text
 
 LOCALES = ("de", "en")
 DEFAULT_LOCALE = "de"
@@ -38,30 +42,6 @@ LANGUAGE_NAMES = {"de": "Deutsch", "en": "English"}
 
 _current: ContextVar[str] = ContextVar("idp_locale", default=DEFAULT_LOCALE)
 _path: ContextVar[str] = ContextVar("idp_path", default="/")
-
-
-@dataclass(frozen=True)
-class Message:
-    """A text for a page, with named values filled in after translation."""
-
-    msgid: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return render(self)
-
-
-Text = Message | str
-"""What a page is given to show: a marked message, or a plain string looked up as it is."""
-
-
-@overload
-def N_(msgid: str) -> str: ...
-@overload
-def N_(msgid: str, **params: Any) -> Text: ...
-def N_(msgid: str, **params: Any) -> Text:
-    """Mark a text for extraction; it is translated when shown. Returns the text itself without params."""
-    return Message(msgid, params) if params else msgid
 
 
 def _load(locale: str) -> gettext_module.NullTranslations:

@@ -5,6 +5,7 @@ that no input, guessed id or missing CSRF token gets anything but a clear refusa
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from idp.db import unit_of_work
-from idp.models import AttemptCounter, DirectoryAccount, SsoSession, Token, TotpFactor
+from idp.helpdesk import user_overview
+from idp.models import AttemptCounter, DirectoryAccount, SmsFactor, SsoSession, Token, TotpFactor
 from idp.services import Services
 from tests.admin.people import (
     events,
@@ -364,3 +366,24 @@ def test_other_lists_take_any_page_number(client: TestClient, services: Services
     for query in ("page=99999999999999", "page=-1", "page=%FF", "done=%3Cscript%3E"):
         response = client.get(f"{path}?{query}")
         assert response.status_code == 200 and "<script>" not in response.text, (path, query)
+
+
+def test_a_phone_from_the_directory_is_marked_on_the_user_page(client: TestClient, services: Services,
+                                                               clock: FakeClock) -> None:
+    """A phone the directory sync maintains (sms_from_directory) says so next to the user's own one, on the page
+    and in the service desk's JSON, so the desk knows a reset brings it back at the next sync."""
+    add_user(services, "erika")
+    erika = user_id(services, "erika")
+    with unit_of_work(services.sessions) as db:
+        db.add(SmsFactor(user_id=erika, name="Directory", phone="+4915112345678", managed_by="rathaus",
+                         confirmed_at=services.now()))
+        db.add(SmsFactor(user_id=erika, name="Privat", phone="+4915187654321", confirmed_at=services.now()))
+    sign_in_console(client, services, clock, "desk", "helpdesk")
+    page = client.get(f"/admin/users/{erika}")
+    assert page.text.count("from the directory rathaus") == 1
+    own = re.search(r"Privat[^<]*</li>", page.text)
+    assert own is not None and "from the directory" not in own.group(0)
+    with unit_of_work(services.sessions) as db:
+        overview = user_overview(db, user_row(db, "erika"), services.now())
+    assert sorted((f["name"], f["managed_by"]) for f in overview["factors"]) == [("Directory", "rathaus"),
+                                                                                 ("Privat", None)]

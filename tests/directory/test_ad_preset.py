@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 from ldap3 import BASE
+from sqlalchemy import select
 
 from directory_sync.bind import BindOutcome, verify_password
 from idp.db import unit_of_work
-from idp.models import DirectoryAccount, DirectorySyncState
+from idp.models import DirectoryAccount, DirectorySyncState, SmsFactor, User
 from idp.services import Services
 from tests.directory.slapd import USER_PASSWORD, Directory, Person, Slapd
 from tests.directory.support import account, get, source_of, synced, usernames
@@ -129,3 +130,18 @@ def test_lean_entry_decoding_matches_ldap3(services: Services, directory: Direct
                  for dn, raw in client.search(directory.base, mapping.user_filter, mapping.user_attributes())}
     assert lean == plain and len(lean) == 14
     assert any("Groß" in dn for dn in lean)
+
+
+def test_sms_factor_from_mobile_else_telephone_number(services: Services, directory: Directory) -> None:
+    """With ``sms_from_directory``, the preset's phone (``mobile``, else ``telephoneNumber``) becomes the
+    account's SMS factor in E.164; without ``mobile`` the office number is used."""
+    source = source_of(services, sms_from_directory=True)
+    directory.set_user("jürgen.groß", mobile="+49 151 23456781", telephoneNumber="+49 30 1234-5678")
+    directory.set_user("hans.meier", mobile=None, telephoneNumber="030 1234-5679")
+    synced(services, source=source)
+    with unit_of_work(services.sessions) as db:
+        rows = db.execute(select(User.username, SmsFactor.phone, SmsFactor.managed_by)
+                          .join(User, User.id == SmsFactor.user_id))
+        factors = {row.username: (row.phone, row.managed_by) for row in rows}
+    assert factors["jürgen.gross"] == ("+4915123456781", "rathaus")
+    assert factors["hans.meier"] == ("+493012345679", "rathaus")
