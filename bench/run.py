@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.load import Result, Shape, UserPool, basic, ensure_wrk, mint_tokens, run_signins, run_wrk
-from bench.servers import PASSWORD, IdpServer, NodeServer, oidc_provider_version, rss_mb
+from bench.servers import PASSWORD, IdpServer, NodeServer, ensure_oidc_provider, oidc_provider_version, rss_mb
 
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         meta_note = ""
     ensure_wrk()
+    if not args.no_node and any(s in NODE_SCENARIOS for s in scenarios):
+        ensure_oidc_provider()  # before the header names its version, also on a fresh checkout
     meta = _meta(seconds, warmup)
     meta["server_env"] = meta_note
     rows: list[Row] = []
