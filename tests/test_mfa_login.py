@@ -30,6 +30,7 @@ from tests.helpers import (
     finish,
     query_of,
     submit_login,
+    user_row,
 )
 
 
@@ -304,6 +305,47 @@ def test_sms_second_step(browser: TestClient, mfa_services: Services, caplog: py
     done = browser.post(url, data={"method": "sms", "code": code, "csrf_token": csrf_of(sent.text)})
     claims = _claims(browser, flow, query_of(finish(browser, done)))
     assert claims["amr"] == ["pwd", "sms", "mfa"] and claims["acr"] == ACR_MFA
+
+
+def test_with_two_phones_the_user_chooses_where_the_code_goes(browser: TestClient, mfa_services: Services,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A phone from the directory (sms_from_directory) and one of the user's own: the page offers both (masked,
+    the directory's marked), the code goes to the one chosen and completes the sign-in there; an id that is not
+    one of the user's confirmed phones is refused and sends nothing."""
+    from idp.factors import sms
+    from idp.models import SmsFactor
+
+    add_user(mfa_services)
+    add_user(mfa_services, "max")
+    _add_phone(mfa_services)
+    with unit_of_work(mfa_services.sessions) as db:
+        erika, other = (user_row(db, name).id for name in ("erika", "max"))
+        directory = SmsFactor(user_id=erika, name="Directory", phone="+4915199887766", managed_by="rathaus",
+                              confirmed_at=mfa_services.now())
+        foreign = SmsFactor(user_id=other, name="Handy", phone="+4915111122233", confirmed_at=mfa_services.now())
+        db.add_all([directory, foreign])
+        db.flush()
+        directory_id, foreign_id = directory.id, foreign.id
+    flow = Flow(add_client(mfa_services, trusted=True))
+    login = browser.get(flow.url()).headers["location"]
+    url = browser.get(submit_login(browser, login).headers["location"]).headers["location"]
+    page = browser.get(url + "?method=sms")
+    choices = re.findall(r'<input type="radio" id="sms-phone-(\d+)" name="phone_id" value="\d+"( checked)?>', page.text)
+    assert len(choices) == 2 and sum(bool(checked) for _, checked in choices) == 1
+    assert f"{sms.masked('+4915199887766')} (from the directory)" in page.text
+    assert "99887766" not in page.text  # numbers are shown masked
+    token = csrf_of(page.text)
+    with caplog.at_level("DEBUG", logger="idp.sms"):
+        refused = browser.post(login + "/sms/send", data={"csrf_token": token, "phone_id": str(foreign_id)})
+        assert refused.status_code == 400 and not caplog.records
+        sent = browser.post(login + "/sms/send", data={"csrf_token": token, "phone_id": str(directory_id)})
+    assert sent.status_code == 200 and 'id="factor-notice"' in sent.text
+    [message] = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert message.startswith("SMS to +4915199887766:")
+    code = re.findall(r"\b(\d{6})\b", message)[-1]
+    done = browser.post(url, data={"method": "sms", "code": code, "csrf_token": csrf_of(sent.text)})
+    claims = _claims(browser, flow, query_of(finish(browser, done)))
+    assert claims["amr"] == ["pwd", "sms", "mfa"]
 
 
 def test_client_that_forbids_sms_never_accepts_it(browser: TestClient, mfa_services: Services) -> None:

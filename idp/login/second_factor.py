@@ -36,7 +36,7 @@ from idp.login.transactions import (
 from idp.models import LoginTransaction, SmsFactor, SsoSession, TotpFactor
 from idp.oauth.requests import RequestScope
 from idp.web import cookies, csrf, i18n
-from idp.web.context import AppContext, MalformedRequest, context_of, read_fields
+from idp.web.context import AppContext, MalformedRequest, context_of, read_fields, row_id
 from idp.web.i18n import N_
 
 METHOD_LABELS = {
@@ -152,8 +152,14 @@ def _factor_page(ctx: AppContext, scope: RequestScope, step: Step, method: str |
     if not methods:
         return RedirectResponse(f"/login/{step.tx.id}/enroll", status_code=303)
     chosen = method if method in methods else methods[0]
+    phones: list[dict[str, object]] = []
+    if chosen == "sms":
+        current = _sms_factor(scope, step)
+        phones = [{"id": phone.id, "number": sms.masked(phone.phone), "from_directory": phone.managed_by is not None,
+                   "checked": current is not None and phone.id == current.id} for phone in _phones(scope, step)]
     return ctx.pages.render(
         "factor.html", status=status, tx=step.tx.id, method=chosen, label=METHOD_LABELS[chosen],
+        phones=phones if len(phones) > 1 else [],
         others=[(m, METHOD_LABELS[m]) for m in methods if m != chosen], client_name=client_name(scope, step.tx),
         csrf_token=csrf.make_token(ctx.services.csrf_key, "factor", csrf_binding(step.tx)),
         offer_trust=ctx.services.settings.mfa.trusted_device and step.need.trusted_device, error=error,
@@ -183,18 +189,29 @@ def _verify(ctx: AppContext, scope: RequestScope, step: Step, method: str, code:
     return False
 
 
+def _phones(scope: RequestScope, step: Step) -> list[SmsFactor]:
+    return list(scope.db.scalars(select(SmsFactor).where(SmsFactor.user_id == step.session.user_id,
+                                                         SmsFactor.confirmed_at.is_not(None))
+                                 .order_by(SmsFactor.id)))
+
+
 def _sms_factor(scope: RequestScope, step: Step) -> SmsFactor | None:
     """The confirmed phone a code was sent to in this sign-in (the first one, if none was sent yet)."""
-    phones = scope.db.scalars(select(SmsFactor).where(SmsFactor.user_id == step.session.user_id,
-                                                      SmsFactor.confirmed_at.is_not(None))
-                              .order_by(SmsFactor.id)).all()
+    phones = _phones(scope, step)
     chosen = step.tx.params.get("sms_factor")
     return next((phone for phone in phones if phone.id == chosen), phones[0] if phones else None)
 
 
 def _sms_send(ctx: AppContext, scope: RequestScope, step: Step, form: dict[str, str]) -> Response:
-    """Send a code to the user's phone; a failing gateway leaves the user on the page with another choice."""
-    factor = _sms_factor(scope, step)
+    """Send a code to the phone the user chose (with one phone, to it); a failing gateway leaves the user on
+    the page with another choice."""
+    if "phone_id" in form:
+        # Someone with a phone from the directory and one of their own picks where the code goes; an id that is
+        # not one of their confirmed phones is refused like any other method that cannot be used here.
+        wanted = row_id(form["phone_id"])
+        factor = next((phone for phone in _phones(scope, step) if phone.id == wanted), None)
+    else:
+        factor = _sms_factor(scope, step)
     if factor is None or "sms" not in offered_methods(scope, step)[0]:
         return _factor_page(ctx, scope, step, None, error=N_("This method cannot be used here."), status=400)
     user = step.session.user
