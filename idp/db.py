@@ -143,7 +143,6 @@ def _let_go(session: Session) -> None:
     session.info.pop(_HELD, None)
 
 
-
 @contextmanager
 def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session for reads only, which on SQLite takes no write lock (used by caches that refresh

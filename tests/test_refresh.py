@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 from datetime import timedelta
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
+from idp.accounts.users import ensure_group
 from idp.db import unit_of_work
 from idp.models import AuditEvent, Client, SsoSession, Token, User
 from idp.services import Services
@@ -200,6 +203,52 @@ def test_wider_scope_is_invalid_scope_and_token_survives(client: TestClient, use
     assert_oauth_error(refresh(client, app, first["refresh_token"], scope=scope), "invalid_scope")
     second = assert_tokens(refresh(client, app, first["refresh_token"]))
     assert second["scope"] == first["scope"]
+
+
+# --- a new ID token with each refresh (OpenID Connect Core 12.2) -------------------------------------------------
+
+def test_refresh_answers_with_a_new_id_token_of_the_same_sign_in(client: TestClient, services: Services,
+                                                                 clock: FakeClock, user: str,
+                                                                 app: RegisteredClient) -> None:
+    """The same iss, sub and aud; a new iat and exp; auth_time, acr, amr and sid of the original sign-in (not of
+    the refresh); no nonce; at_hash of the new access token; and the user's claims as they are now: a group the
+    directory (here: the database) took away is gone from it."""
+    with unit_of_work(services.sessions) as db:
+        row = db.scalar(select(User).where(User.sub == user))
+        assert row is not None
+        row.groups = [ensure_group(db, "Bauamt"), ensure_group(db, "VPN-Nutzer")]
+    first = sign_in(client, app)
+    original = decode(client, first["id_token"]).claims
+    assert original["nonce"] and original["groups"] == ["Bauamt", "VPN-Nutzer"]
+    with unit_of_work(services.sessions) as db:
+        row = db.scalar(select(User).where(User.sub == user))
+        assert row is not None
+        row.groups = [ensure_group(db, "Bauamt")]
+    clock.advance(seconds=600)
+    second = assert_tokens(refresh(client, app, first["refresh_token"]))
+    renewed = decode(client, second["id_token"]).claims
+    assert decode(client, second["id_token"]).header["kid"] == decode(client, first["id_token"]).header["kid"]
+    for claim in ("iss", "sub", "aud", "auth_time", "acr", "amr", "sid"):
+        assert renewed[claim] == original[claim], claim
+    assert renewed["iat"] == original["iat"] + 600 and renewed["exp"] == original["exp"] + 600
+    assert "nonce" not in renewed
+    assert renewed["at_hash"] != original["at_hash"]
+    assert renewed["at_hash"] == _at_hash(second["access_token"])
+    assert renewed["groups"] == ["Bauamt"]
+
+
+def test_a_refresh_without_openid_gets_no_id_token(client: TestClient, user: str, app: RegisteredClient) -> None:
+    """An ID token describes a sign-in to a relying party that asked for one: a refresh narrowed to scopes without
+    ``openid`` answers with tokens for those scopes only."""
+    first = sign_in(client, app)
+    second = assert_tokens(refresh(client, app, first["refresh_token"], scope="email"))
+    assert second["scope"] == "email" and "id_token" not in second
+
+
+def _at_hash(access_token: str) -> str:
+    """OpenID Connect Core 3.1.3.6 for ES256: the left half of SHA-256 of the token, base64url without padding."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
 
 
 def test_narrower_scope_is_granted(client: TestClient, services: Services, user: str, app: RegisteredClient) -> None:

@@ -306,13 +306,7 @@ def update_client(db: Session, hasher: KeyedHasher, row: Client,
     none until ``rotate_secret`` gives it one (``needs_secret`` tells the caller), so no secret is made here
     that nobody would see. Owners, status and the registration access token are not metadata and stay."""
     values = _metadata(new)
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    for key, value in values.items():
-        old = getattr(row, key)
-        if old != value:
-            before[key], after[key] = old, value
-            setattr(row, key, value)
+    before, after = _apply(row, values)
     if values["token_endpoint_auth_method"] not in SECRET_AUTH_METHODS:
         row.secret_hash = None
         row.secret_expires_at = None
@@ -362,9 +356,14 @@ def update_policy(row: Client, changes: Mapping[str, Any]) -> tuple[dict[str, An
         normalized["trusted"] = bool(normalized["trusted"])
     if "theme" in normalized:
         normalized["theme"] = _check_theme(normalized["theme"])
+    return _apply(row, normalized)
+
+
+def _apply(row: Client, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set ``values`` on ``row``; returns (before, after) of the fields that changed, for the audit trail."""
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
-    for key, value in normalized.items():
+    for key, value in values.items():
         old = getattr(row, key)
         if old != value:
             before[key], after[key] = old, value

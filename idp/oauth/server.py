@@ -44,6 +44,7 @@ from idp.oauth.grants import (
     CodeGrant,
     IdToken,
     Pkce,
+    RefreshedIdToken,
     RefreshGrant,
 )
 from idp.oauth.requests import Request, current_scope
@@ -360,7 +361,7 @@ def build_server(services: Any) -> tuple[Server, Protector]:
     server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(issuer, issuer + "/token"))
     pkce_for_all = services.settings.tokens.pkce == "all"
     server.register_grant(CodeGrant, [AuthorizationRequestChecks(), IdToken(services), Pkce(pkce_for_all)])
-    server.register_grant(RefreshGrant)
+    server.register_grant(RefreshGrant, [RefreshedIdToken(services)])
     server.register_grant(ClientCredentials)
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)

@@ -235,6 +235,14 @@ def test_refresh_rotates_the_refresh_token(idp_server: RunningServer, browser: h
     assert refreshed["token_type"] == "Bearer"
     assert refreshed["access_token"] != first["access_token"]
     assert refreshed["refresh_token"] != first["refresh_token"]
+    # OIDC Core 12.2: pyoidc parsed and verified the new ID token (signature by a published key, iss, aud, exp);
+    # it describes the original sign-in, without its nonce, and is bound to the new access token.
+    renewed, original = refreshed["id_token"], first["id_token"]
+    assert isinstance(renewed, IdToken) and renewed.jws_header["kid"] in published_kids(idp_server)
+    for claim in ("iss", "sub", "aud", "auth_time", "amr", "sid"):
+        assert renewed[claim] == original[claim], claim
+    assert "nonce" not in renewed and renewed["iat"] >= original["iat"]
+    assert renewed["at_hash"] == left_hash(refreshed["access_token"], "HS256")
     claims = rp.do_user_info_request(method="GET", state=signed_in.state)
     assert isinstance(claims, OpenIDSchema) and claims["sub"] == idp_server.user_sub
     assert introspect(idp_server, registered, first["refresh_token"], "refresh_token") == {"active": False}
